@@ -1,0 +1,71 @@
+//! Shared support for the end-to-end tests: where the tools and data are,
+//! free loopback ports, and processes that are always stopped.
+
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the folder holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the workspace")
+        .to_path_buf()
+}
+
+/// `../shared` beside the checkout, or `$SMS_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("SMS_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"))
+}
+
+/// A tool installed by `make tools`: `$ENV_VAR` if set, else `default` under
+/// the workspace root. Fails loudly rather than skipping: a missing tool is a
+/// broken set-up, not a passing test.
+pub fn tool(env_var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found at {} (set {env_var} or run `make tools`)",
+        default,
+        path.display()
+    );
+    path
+}
+
+pub fn envoy_bin() -> PathBuf {
+    tool("ENVOY_BIN", ".tools/bin/envoy")
+}
+
+pub fn helm_bin() -> PathBuf {
+    tool("HELM_BIN", ".tools/bin/helm")
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (the kernel picks it, so
+/// tests can run beside each other on a busy machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
