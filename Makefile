@@ -10,13 +10,15 @@ ROOT := $(abspath .)
 export SMS_SHARED_DIR ?= $(abspath $(ROOT)/../shared)
 export CARGO_TERM_COLOR ?= never
 
-# Areas append what `make test` must build first (a .wasm, a binary, ...).
+# Areas append what `make test` must build first (a .wasm, a binary, ...),
+# and their benchmarks to `make bench`.
 TEST_PREREQS :=
+BENCH_TARGETS :=
 
 include mk/tools.mk
 include $(sort $(filter-out mk/tools.mk,$(wildcard mk/*.mk)))
 
-.PHONY: help test lint fmt
+.PHONY: help test lint fmt bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -31,3 +33,5 @@ fmt: ## Format the code
 
 test: tools lint $(TEST_PREREQS) ## Run every test: host, real Envoy, Helm, end to end
 	cargo test --workspace --locked
+
+bench: $(BENCH_TARGETS) ## Run every benchmark (results in each area's README)
