@@ -1,1 +1,48 @@
-fn main() {}
+//! `meshctl`: the workspace CLI.
+//!
+//! `main` only parses the command line and dispatches. Each subcommand lives
+//! in its own module, which exposes `pub struct <Name>Args` (`clap::Args`) and
+//! `pub fn run(args: <Name>Args) -> anyhow::Result<ExitCode>`.
+//!
+//! Error convention: a module defines its own error enum (`thiserror`) for the
+//! failures a caller can act on, and returns them through `anyhow::Result` so
+//! `main` prints the whole context chain and exits with status 1. An
+//! `Ok(ExitCode)` is for outcomes that are not errors of the tool itself
+//! (e.g. a check that ran and found a failure).
+
+mod local;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "meshctl",
+    version,
+    about = "The sms-checker mesh workspace CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring up the local mesh (gateway, sidecars, model versions, Prometheus) from the chart
+    Run(local::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => local::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("meshctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
