@@ -1,0 +1,189 @@
+{{/*
+Names and labels shared by every template, and the checks no JSON Schema can
+express (sums, cross-field rules).
+*/}}
+
+{{/* The app name Istio and the seed's commands use. */}}
+{{- define "sms-checker.app" -}}
+model-service
+{{- end }}
+
+{{- define "sms-checker.chart" -}}
+{{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "sms-checker.labels" -}}
+helm.sh/chart: {{ include "sms-checker.chart" . }}
+app.kubernetes.io/name: {{ include "sms-checker.app" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sms-checker
+{{- end }}
+
+{{/* Selector labels of all model-service pods (the Service's selector). */}}
+{{- define "sms-checker.selectorLabels" -}}
+app: {{ include "sms-checker.app" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of one version's pods. Call with (dict "root" $ "version" "v1").
+`app` and `version` are the labels Istio uses for subsets and telemetry.
+*/}}
+{{- define "sms-checker.versionSelectorLabels" -}}
+{{ include "sms-checker.selectorLabels" .root }}
+version: {{ .version }}
+{{- end }}
+
+{{/* Labels of one version's objects. Same arguments as above. */}}
+{{- define "sms-checker.versionLabels" -}}
+{{ include "sms-checker.labels" .root }}
+app: {{ include "sms-checker.app" .root }}
+version: {{ .version }}
+app.kubernetes.io/component: {{ include "sms-checker.role" .version }}
+{{- end }}
+
+{{/* The part a version plays in the experiment. Argument: "v1" | "v2" | "v3". */}}
+{{- define "sms-checker.role" -}}
+{{- get (dict "v1" "stable" "v2" "canary" "v3" "shadow") . -}}
+{{- end }}
+
+{{- define "sms-checker.deploymentName" -}}
+model-deployment-{{ . }}
+{{- end }}
+
+{{- define "sms-checker.serviceName" -}}
+{{ include "sms-checker.app" . }}
+{{- end }}
+
+{{/* In-cluster name of the Service, for the mesh gateway's hosts. */}}
+{{- define "sms-checker.serviceFqdn" -}}
+{{ include "sms-checker.serviceName" . }}.{{ .Release.Namespace }}.svc.cluster.local
+{{- end }}
+
+{{- define "sms-checker.image" -}}
+{{- $image := .Values.modelService.image -}}
+{{- if $image.digest -}}
+{{ $image.repository }}@{{ $image.digest }}
+{{- else -}}
+{{ $image.repository }}:{{ $image.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- end }}
+
+{{/* Versions turned on, in order: a list of "v1" "v2" "v3". */}}
+{{- define "sms-checker.enabledVersions" -}}
+{{- $out := list -}}
+{{- range $version := list "v1" "v2" "v3" -}}
+{{- if (index $.Values.versions $version).enabled -}}
+{{- $out = append $out $version -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}
+
+{{/*
+Checks that need more than JSON Schema: rendered by every template that
+depends on them, so `helm template` fails with one clear message.
+*/}}
+{{- define "sms-checker.validate" -}}
+{{- $split := .Values.istio.trafficSplit -}}
+{{- if ne (add $split.stable $split.canary | int) 100 -}}
+{{- fail (printf "istio.trafficSplit.stable (%v) + istio.trafficSplit.canary (%v) must add up to 100, got %v" $split.stable $split.canary (add $split.stable $split.canary)) -}}
+{{- end -}}
+{{- if not .Values.versions.v1.enabled -}}
+{{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Cohorts and their weights, as the filter and the VirtualService see them.
+With v2 off every user is stable. Cohorts with weight 0 are left out.
+*/}}
+{{- define "sms-checker.cohorts" -}}
+{{- $split := .Values.istio.trafficSplit -}}
+{{- $cohorts := list -}}
+{{- if .Values.versions.v2.enabled -}}
+{{- if gt (int $split.stable) 0 -}}
+{{- $cohorts = append $cohorts (dict "name" "stable" "weight" (int $split.stable)) -}}
+{{- end -}}
+{{- if gt (int $split.canary) 0 -}}
+{{- $cohorts = append $cohorts (dict "name" "canary" "weight" (int $split.canary)) -}}
+{{- end -}}
+{{- else -}}
+{{- $cohorts = append $cohorts (dict "name" "stable" "weight" 100) -}}
+{{- end -}}
+{{- toJson $cohorts -}}
+{{- end }}
+
+{{/*
+The stats the filter defines and the labels Istio must extract from their
+names: see filter/README.md. Shared by the pod annotation and NOTES.txt.
+*/}}
+{{- define "sms-checker.proxyConfig" -}}
+extraStatTags:
+  - cohort
+  - response_class
+  - user
+  - outcome
+  - version
+  - prediction
+  - mirrored
+proxyStatsMatcher:
+  inclusionRegexps:
+    - ".*sms_cohort_.*"
+    - ".*sms_model_.*"
+{{- end }}
+
+{{/* Fields common to every WasmPlugin spec. */}}
+{{- define "sms-checker.wasmPluginSource" -}}
+url: {{ .Values.filter.url | quote }}
+{{- with .Values.filter.sha256 }}
+sha256: {{ . | quote }}
+{{- end }}
+imagePullPolicy: {{ .Values.filter.imagePullPolicy }}
+{{- with .Values.filter.imagePullSecret }}
+imagePullSecret: {{ . | quote }}
+{{- end }}
+failStrategy: {{ .Values.filter.failStrategy }}
+phase: {{ .Values.filter.phase }}
+priority: {{ .Values.filter.priority }}
+type: HTTP
+{{- end }}
+
+{{/*
+Istio HTTPFaultInjection for one version, or nothing when both are off.
+Argument: the version's values.
+*/}}
+{{- define "sms-checker.fault" -}}
+{{- $fault := .fault -}}
+{{- if or (gt (float64 $fault.abort.percentage) 0.0) (gt (float64 $fault.delay.percentage) 0.0) -}}
+fault:
+  {{- if gt (float64 $fault.delay.percentage) 0.0 }}
+  delay:
+    percentage:
+      value: {{ $fault.delay.percentage }}
+    fixedDelay: {{ $fault.delay.fixedDelay }}
+  {{- end }}
+  {{- if gt (float64 $fault.abort.percentage) 0.0 }}
+  abort:
+    percentage:
+      value: {{ $fault.abort.percentage }}
+    httpStatus: {{ $fault.abort.httpStatus }}
+  {{- end }}
+{{- end -}}
+{{- end }}
+
+{{/* The mirror to v3 on every live route, or nothing when v3 is off. */}}
+{{- define "sms-checker.mirror" -}}
+{{- if .Values.versions.v3.enabled -}}
+mirror:
+  host: {{ include "sms-checker.serviceName" . }}
+  subset: v3
+  port:
+    number: {{ .Values.modelService.port }}
+mirrorPercentage:
+  value: {{ .Values.istio.mirror.percentage }}
+{{- end -}}
+{{- end }}
