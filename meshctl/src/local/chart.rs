@@ -1,0 +1,132 @@
+//! Rendering the Helm chart and splitting the output into Kubernetes objects.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("cannot run helm at {path}: {source}")]
+    HelmMissing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("helm template failed ({status}):\n{stderr}")]
+    HelmFailed { status: String, stderr: String },
+    #[error("rendered chart is not valid YAML (document {index}): {source}")]
+    Yaml {
+        index: usize,
+        source: serde_norway::Error,
+    },
+    #[error("rendered document {index} has no {field}")]
+    Malformed { index: usize, field: &'static str },
+}
+
+/// One rendered Kubernetes object: its identity plus the whole document.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub kind: String,
+    pub name: String,
+    pub doc: Value,
+}
+
+impl Object {
+    /// `Kind/name`, the way findings refer to an object.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// `metadata.namespace`, or `default` as `helm template` implies.
+    pub fn namespace(&self) -> &str {
+        self.doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+    }
+
+    pub fn spec(&self) -> Value {
+        self.doc.get("spec").cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// Runs `helm template` on `chart` with `--set` values, as `helm upgrade --set`
+/// would render them in a cluster.
+pub fn render(
+    helm: &Path,
+    chart: &Path,
+    release: &str,
+    sets: &[String],
+) -> Result<String, ChartError> {
+    let mut command = Command::new(helm);
+    command.arg("template").arg(release).arg(chart);
+    for set in sets {
+        command.arg("--set").arg(set);
+    }
+    let output = command.output().map_err(|source| ChartError::HelmMissing {
+        path: helm.to_path_buf(),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(ChartError::HelmFailed {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Splits a multi-document YAML stream into objects, skipping empty documents
+/// (templates that rendered to nothing).
+pub fn parse_objects(yaml: &str) -> Result<Vec<Object>, ChartError> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_norway::Deserializer::from_str(yaml).enumerate() {
+        let doc =
+            Value::deserialize(document).map_err(|source| ChartError::Yaml { index, source })?;
+        if doc.is_null() {
+            continue;
+        }
+        let text = |field: &'static str, value: Option<&Value>| {
+            value
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or(ChartError::Malformed { index, field })
+        };
+        objects.push(Object {
+            kind: text("kind", doc.get("kind"))?,
+            name: text("metadata.name", doc.pointer("/metadata/name"))?,
+            doc,
+        });
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_skips_empty_ones() {
+        let yaml = "---\n# Source: a.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n---\n---\n# only a comment\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dep\nspec:\n  replicas: 2\n";
+        let objects = parse_objects(yaml).unwrap();
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[0].id(), "Service/svc");
+        assert_eq!(objects[1].id(), "Deployment/dep");
+        assert_eq!(objects[1].spec()["replicas"], 2);
+    }
+
+    #[test]
+    fn a_document_without_a_name_is_an_error() {
+        let err = parse_objects("apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
+    }
+
+    #[test]
+    fn invalid_yaml_is_an_error() {
+        assert!(matches!(
+            parse_objects("kind: [unclosed\n"),
+            Err(ChartError::Yaml { .. })
+        ));
+    }
+}

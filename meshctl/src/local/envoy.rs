@@ -1,0 +1,389 @@
+//! Envoy bootstraps for the local gateway and sidecars, shaped like the
+//! configuration istiod pushes (names, node metadata, filter order).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::plan::{
+    ClusterPlan, FaultPlan, HeaderMatch, PathMatch, PluginPlan, RoutePlan, StringMatcher, Workload,
+};
+
+/// Istio version the node metadata claims, as in the chart's CRDs.
+const ISTIO_VERSION: &str = "1.30.3";
+
+fn duration(d: Duration) -> String {
+    format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
+}
+
+/// Istio percentages (0..100, fractional) as Envoy fractions per million.
+fn per_million(percent: f64) -> Value {
+    json!({
+        "numerator": (percent * 10_000.0).round() as u64,
+        "denominator": "MILLION",
+    })
+}
+
+fn admin(port: u16, log: &Path) -> Value {
+    json!({
+        "access_log": [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": log.display().to_string(),
+            },
+        }],
+        "address": socket(port),
+    })
+}
+
+fn socket(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+/// `extraStatTags` as Envoy tag extractors, with the regex Istio uses for
+/// its `name=.=value;.;` encoding of labels in stat names.
+/// `proxyStatsMatcher.inclusionRegexps`, when set, limits the stats kept,
+/// next to the server-level stats Istio always keeps.
+fn stats_config(tags: &[String], inclusion: Option<&[String]>) -> Value {
+    let stats_tags: Vec<Value> = tags
+        .iter()
+        .map(|tag| json!({"tag_name": tag, "regex": format!("({}=\\.=(.*?);\\.;)", regex_escape(tag))}))
+        .collect();
+    let mut config = json!({"stats_tags": stats_tags, "use_all_default_tags": true});
+    if let Some(regexps) = inclusion {
+        let mut patterns: Vec<Value> = regexps
+            .iter()
+            .map(|r| json!({"safe_regex": {"regex": r}}))
+            .collect();
+        patterns.extend(
+            ["cluster_manager", "listener_manager", "server", "wasm"]
+                .iter()
+                .map(|p| json!({"prefix": p})),
+        );
+        config["stats_matcher"] = json!({"inclusion_list": {"patterns": patterns}});
+    }
+    config
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn wasm_filter(plugin: &PluginPlan, wasm: &Path) -> Value {
+    json!({
+        "name": plugin.name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": plugin.name,
+                "root_id": plugin.root_id,
+                "vm_config": {
+                    "vm_id": plugin.name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin.configuration,
+                },
+                // FAIL_OPEN: a plugin that cannot start is skipped;
+                // FAIL_CLOSE: requests get a 503 instead.
+                "failure_policy": if plugin.fail_open { "FAIL_OPEN" } else { "FAIL_CLOSED" },
+            },
+        },
+    })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    })
+}
+
+/// Filter chain in Istio's order: AUTHN/AUTHZ plugins, fault, other
+/// plugins, router.
+fn http_filters(plugins: &[PluginPlan], wasm: &Path, with_fault: bool) -> Vec<Value> {
+    let mut filters: Vec<Value> = plugins
+        .iter()
+        .filter(|p| p.early)
+        .map(|p| wasm_filter(p, wasm))
+        .collect();
+    if with_fault {
+        filters.push(json!({
+            "name": "envoy.filters.http.fault",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"},
+        }));
+    }
+    filters.extend(
+        plugins
+            .iter()
+            .filter(|p| !p.early)
+            .map(|p| wasm_filter(p, wasm)),
+    );
+    filters.push(router());
+    filters
+}
+
+fn access_log(path: &Path) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path.display().to_string(),
+        },
+    }])
+}
+
+fn listener(
+    name: &str,
+    port: u16,
+    stat_prefix: &str,
+    route_config: Value,
+    filters: Vec<Value>,
+    log: &Path,
+) -> Value {
+    json!({
+        "name": name,
+        "address": socket(port),
+        "filter_chains": [{
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": stat_prefix,
+                    "route_config": route_config,
+                    "http_filters": filters,
+                    "access_log": access_log(log),
+                    "use_remote_address": true,
+                },
+            }],
+        }],
+    })
+}
+
+fn static_cluster(name: &str, ports: &[u16]) -> Value {
+    let endpoints: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"endpoint": {"address": socket(*p)}}))
+        .collect();
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    })
+}
+
+fn string_match(matcher: &StringMatcher) -> Value {
+    match matcher {
+        StringMatcher::Exact(v) => json!({"exact": v}),
+        StringMatcher::Prefix(v) => json!({"prefix": v}),
+        StringMatcher::Regex(v) => json!({"safe_regex": {"regex": v}}),
+        StringMatcher::Present => Value::Null,
+    }
+}
+
+fn header_match(header: &HeaderMatch) -> Value {
+    let mut m = json!({"name": header.name, "invert_match": header.invert});
+    match &header.matcher {
+        StringMatcher::Present => m["present_match"] = json!(true),
+        other => m["string_match"] = string_match(other),
+    }
+    m
+}
+
+fn fault_config(fault: &FaultPlan) -> Value {
+    let mut config =
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"});
+    if let Some((delay, percent)) = fault.delay {
+        config["delay"] =
+            json!({"fixed_delay": duration(delay), "percentage": per_million(percent)});
+    }
+    if let Some((status, percent)) = fault.abort {
+        config["abort"] = json!({"http_status": status, "percentage": per_million(percent)});
+    }
+    config
+}
+
+fn route(plan: &RoutePlan) -> Value {
+    let mut m = match &plan.path {
+        PathMatch::Prefix(p, case) => json!({"prefix": p, "case_sensitive": case}),
+        PathMatch::Exact(p, case) => json!({"path": p, "case_sensitive": case}),
+        PathMatch::Regex(r) => json!({"safe_regex": {"regex": r}}),
+    };
+    if !plan.headers.is_empty() {
+        m["headers"] = plan.headers.iter().map(header_match).collect();
+    }
+    let mut action = json!({"timeout": duration(plan.timeout)});
+    if let [(cluster, _)] = plan.destinations.as_slice() {
+        action["cluster"] = json!(cluster);
+    } else {
+        let clusters: Vec<Value> = plan
+            .destinations
+            .iter()
+            .map(|(name, weight)| json!({"name": name, "weight": weight}))
+            .collect();
+        action["weighted_clusters"] = json!({"clusters": clusters});
+    }
+    if !plan.mirrors.is_empty() {
+        action["request_mirror_policies"] = plan
+            .mirrors
+            .iter()
+            .map(|(cluster, percent)| {
+                json!({
+                    "cluster": cluster,
+                    "runtime_fraction": {"default_value": per_million(*percent)},
+                    "trace_sampled": false,
+                })
+            })
+            .collect();
+    }
+    if let Some(retry) = &plan.retries {
+        let mut policy = json!({
+            "retry_on": retry.retry_on,
+            "num_retries": retry.attempts,
+            "retry_host_predicate": [{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+            }],
+            "host_selection_retry_max_attempts": 5,
+            "retriable_status_codes": [503],
+        });
+        if let Some(per_try) = retry.per_try_timeout {
+            policy["per_try_timeout"] = json!(duration(per_try));
+        }
+        action["retry_policy"] = policy;
+    }
+    let mut r = json!({"name": plan.name, "match": m, "route": action});
+    if let Some(fault) = &plan.fault {
+        r["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault_config(fault)});
+    }
+    r
+}
+
+/// Where a local Envoy listens and logs.
+pub struct ProxyPorts<'a> {
+    pub listen: u16,
+    pub admin: u16,
+    pub access_log: &'a Path,
+}
+
+/// The ingress gateway: routes from the VirtualServices, one cluster per
+/// DestinationRule subset pointing at that version's sidecar.
+pub fn gateway_bootstrap(
+    plan: &super::plan::MeshPlan,
+    ports: &ProxyPorts<'_>,
+    sidecar_ports: &[u16],
+    wasm: &Path,
+) -> Value {
+    let gateway = &plan.gateway;
+    let virtual_hosts: Vec<Value> = gateway
+        .virtual_hosts
+        .iter()
+        .map(|vh| {
+            json!({
+                "name": vh.name,
+                "domains": vh.domains,
+                "routes": vh.routes.iter().map(route).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let with_fault = gateway
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.routes)
+        .any(|r| r.fault.is_some());
+    let clusters: Vec<Value> = plan
+        .clusters
+        .iter()
+        .map(|ClusterPlan { name, workloads }| {
+            let ports: Vec<u16> = workloads.iter().map(|i| sidecar_ports[*i]).collect();
+            static_cluster(name, &ports)
+        })
+        .collect();
+    let labels = &gateway.labels;
+    json!({
+        "node": {
+            "id": format!("router~127.0.0.1~{}-local.istio-system~istio-system.svc.cluster.local", gateway.name),
+            "cluster": format!("{}.istio-system", labels.get("istio").map_or("istio-ingressgateway", String::as_str)),
+            "metadata": {
+                "LABELS": labels,
+                "NAME": format!("{}-local", gateway.name),
+                "NAMESPACE": "istio-system",
+                "ISTIO_VERSION": ISTIO_VERSION,
+            },
+        },
+        "admin": admin(ports.admin, Path::new("/dev/null")),
+        "stats_config": stats_config(&[], None),
+        "static_resources": {
+            "listeners": [listener(
+                "0.0.0.0_8080",
+                ports.listen,
+                "outbound_0.0.0.0_8080",
+                json!({"name": "http.8080", "virtual_hosts": virtual_hosts}),
+                http_filters(&gateway.plugins, wasm, with_fault),
+                ports.access_log,
+            )],
+            "clusters": clusters,
+        },
+    })
+}
+
+/// A sidecar: inbound listener, the filter in sidecar role, the local
+/// model-service process as the inbound cluster.
+pub fn sidecar_bootstrap(
+    workload: &Workload,
+    ports: &ProxyPorts<'_>,
+    service_port: u16,
+    wasm: &Path,
+) -> Value {
+    let cluster = format!("inbound|{service_port}||");
+    let pod = format!("{}-local", workload.deployment);
+    json!({
+        "node": {
+            "id": format!("sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local"),
+            "cluster": format!("{}.default", workload.app()),
+            "metadata": {
+                "LABELS": workload.labels,
+                "NAME": pod,
+                "NAMESPACE": "default",
+                "WORKLOAD_NAME": workload.deployment,
+                "ISTIO_VERSION": ISTIO_VERSION,
+            },
+        },
+        "admin": admin(ports.admin, Path::new("/dev/null")),
+        "stats_config": stats_config(&workload.stat_tags, workload.stats_inclusion.as_deref()),
+        "static_resources": {
+            "listeners": [listener(
+                "virtualInbound",
+                ports.listen,
+                "inbound_0.0.0.0_15006",
+                json!({
+                    "name": "inbound|http|0",
+                    "virtual_hosts": [{
+                        "name": "inbound|http|0",
+                        "domains": ["*"],
+                        "routes": [{
+                            "name": "default",
+                            "match": {"prefix": "/"},
+                            "route": {"cluster": cluster, "timeout": "0s"},
+                        }],
+                    }],
+                }),
+                http_filters(&workload.plugins, wasm, false),
+                ports.access_log,
+            )],
+            "clusters": [static_cluster(&cluster, &[service_port])],
+        },
+    })
+}
