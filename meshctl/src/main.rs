@@ -11,6 +11,7 @@
 //! (e.g. a check that ran and found a failure).
 
 mod local;
+mod report;
 
 use std::process::ExitCode;
 
@@ -31,12 +32,15 @@ struct Cli {
 enum Command {
     /// Bring up the local mesh (gateway, sidecars, model versions, Prometheus) from the chart
     Run(local::RunArgs),
+    /// Compare the experiment's versions on Prometheus data: tables, histograms, a verdict
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => local::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

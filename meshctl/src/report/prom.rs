@@ -1,0 +1,293 @@
+//! A small client for Prometheus's HTTP query API, and exact counter
+//! increases over a window.
+//!
+//! `increase()` in PromQL extrapolates to the window's edges, so it reports
+//! 99.7 requests where 100 were sent. The report instead reads the raw samples
+//! (`metric[window]` at the window's end) and the last sample at or before the
+//! window's start, and adds up the deltas itself, treating any drop as a
+//! counter reset (a restarted pod) exactly as Prometheus does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ReportError;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A Prometheus HTTP API endpoint.
+pub struct Prometheus {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// One series of an instant-vector result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// One series of a range-vector result, oldest sample first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    pub labels: Labels,
+    pub values: Vec<(f64, f64)>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Vector(Vec<VectorItem>),
+    Matrix(Vec<MatrixItem>),
+    // Scalar and string results are not used by the report.
+    Scalar(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorItem {
+    metric: Labels,
+    value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct MatrixItem {
+    metric: Labels,
+    values: Vec<(f64, String)>,
+}
+
+fn parse_value(query: &str, text: &str) -> Result<f64, ReportError> {
+    text.parse::<f64>().map_err(|_| ReportError::BadResponse {
+        query: query.to_string(),
+        detail: format!("sample value {text:?} is not a number"),
+    })
+}
+
+impl Prometheus {
+    /// `base` is the server's root URL, e.g. `http://127.0.0.1:9090`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Prometheus, ReportError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ReportError::Usage(format!(
+                "--prometheus must be an http:// URL, got {base:?}"
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Ok(Prometheus { base, agent })
+    }
+
+    fn query(&self, query: &str, time: f64) -> Result<Data, ReportError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let connect = |source: ureq::Error| ReportError::Connect {
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let mut response = self
+            .agent
+            .get(&url)
+            .query("query", query)
+            .query("time", format!("{time:.3}"))
+            .call()
+            .map_err(connect)?;
+        let status = response.status();
+        let body = response.body_mut().read_to_string().map_err(connect)?;
+        let envelope: Envelope =
+            serde_json::from_str(&body).map_err(|err| ReportError::BadResponse {
+                query: query.to_string(),
+                detail: format!("HTTP {status}, not a Prometheus API answer ({err}): {body:.200}"),
+            })?;
+        if envelope.status != "success" {
+            return Err(ReportError::Query {
+                query: query.to_string(),
+                kind: envelope.error_type.unwrap_or_default(),
+                message: envelope.error.unwrap_or_default(),
+            });
+        }
+        envelope.data.ok_or_else(|| ReportError::BadResponse {
+            query: query.to_string(),
+            detail: "no data in a successful answer".into(),
+        })
+    }
+
+    /// An instant query whose result is a vector.
+    pub fn instant(&self, query: &str, time: f64) -> Result<Vec<Sample>, ReportError> {
+        match self.query(query, time)? {
+            Data::Vector(items) => items
+                .into_iter()
+                .map(|item| {
+                    Ok(Sample {
+                        labels: item.metric,
+                        value: parse_value(query, &item.value.1)?,
+                    })
+                })
+                .collect(),
+            _ => Err(ReportError::BadResponse {
+                query: query.to_string(),
+                detail: "expected an instant vector".into(),
+            }),
+        }
+    }
+
+    /// An instant query of a range selector (`selector[window]`): the raw
+    /// samples.
+    pub fn samples(&self, query: &str, time: f64) -> Result<Vec<Samples>, ReportError> {
+        match self.query(query, time)? {
+            Data::Matrix(items) => items
+                .into_iter()
+                .map(|item| {
+                    let values = item
+                        .values
+                        .iter()
+                        .map(|(t, v)| Ok((*t, parse_value(query, v)?)))
+                        .collect::<Result<Vec<_>, ReportError>>()?;
+                    Ok(Samples {
+                        labels: item.metric,
+                        values,
+                    })
+                })
+                .collect(),
+            _ => Err(ReportError::BadResponse {
+                query: query.to_string(),
+                detail: "expected a range vector".into(),
+            }),
+        }
+    }
+}
+
+/// One counter series and how much it grew in the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Increase {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// Exact increase of one counter: from `before` (the last value at or before
+/// the window's start; `None` when the series did not exist yet, so it
+/// started from 0 inside the window) through `values`. A drop means the
+/// process restarted and counted again from 0.
+pub fn counter_increase(before: Option<f64>, values: &[f64]) -> f64 {
+    let mut previous = before.unwrap_or(0.0);
+    let mut total = 0.0;
+    for &value in values {
+        total += if value >= previous {
+            value - previous
+        } else {
+            value
+        };
+        previous = value;
+    }
+    total
+}
+
+/// Joins the samples at the window's start with those inside it, series by
+/// series (the full label set, `__name__` included, is the key).
+pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
+    let mut start: BTreeMap<Labels, f64> = before
+        .into_iter()
+        .map(|sample| (sample.labels, sample.value))
+        .collect();
+    during
+        .into_iter()
+        .map(|series| {
+            let values: Vec<f64> = series.values.iter().map(|(_, v)| *v).collect();
+            let value = counter_increase(start.remove(&series.labels), &values);
+            let mut labels = series.labels;
+            let name = labels.remove("__name__").unwrap_or_default();
+            Increase {
+                name,
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increase_counts_from_the_value_before_the_window() {
+        assert_eq!(counter_increase(Some(10.0), &[12.0, 15.0, 15.0]), 5.0);
+        assert_eq!(counter_increase(Some(10.0), &[]), 0.0);
+    }
+
+    #[test]
+    fn increase_of_a_series_born_in_the_window_starts_at_zero() {
+        assert_eq!(counter_increase(None, &[3.0, 7.0]), 7.0);
+    }
+
+    // Prometheus's reset rule: a drop means a restart, and everything counted
+    // since the restart is new (10 -> 14, reset, 0 -> 2 -> 5: 4 + 5).
+    #[test]
+    fn increase_survives_counter_resets() {
+        assert_eq!(counter_increase(Some(10.0), &[14.0, 2.0, 5.0]), 9.0);
+        assert_eq!(counter_increase(Some(10.0), &[0.0, 0.0, 1.0]), 1.0);
+    }
+
+    #[test]
+    fn increases_pair_series_by_labels_and_strip_the_name() {
+        let labels = |name: &str, version: &str| -> Labels {
+            [("__name__", name), ("version", version)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let before = vec![Sample {
+            labels: labels("x_total", "v1"),
+            value: 4.0,
+        }];
+        let during = vec![
+            Samples {
+                labels: labels("x_total", "v1"),
+                values: vec![(1.0, 6.0), (2.0, 9.0)],
+            },
+            Samples {
+                labels: labels("x_total", "v2"),
+                values: vec![(1.0, 2.0)],
+            },
+        ];
+        let got = increases(before, during);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].name.as_str(), got[0].value), ("x_total", 5.0));
+        assert_eq!(got[0].labels.get("version").map(String::as_str), Some("v1"));
+        assert!(!got[0].labels.contains_key("__name__"));
+        assert_eq!(got[1].value, 2.0);
+    }
+
+    #[test]
+    fn api_answers_decode() {
+        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"a","le":"+Inf"},"value":[1700000000.5,"NaN"]}]}}"#;
+        let envelope: Envelope = serde_json::from_str(vector).unwrap();
+        match envelope.data {
+            Some(Data::Vector(items)) => {
+                assert_eq!(items[0].metric["le"], "+Inf");
+                assert!(parse_value("q", &items[0].value.1).unwrap().is_nan());
+                assert_eq!(parse_value("q", "+Inf").unwrap(), f64::INFINITY);
+            }
+            _ => panic!("expected a vector"),
+        }
+        let error = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        let envelope: Envelope = serde_json::from_str(error).unwrap();
+        assert_eq!(envelope.error_type.as_deref(), Some("bad_data"));
+        assert!(parse_value("q", "abc").is_err());
+    }
+}
