@@ -92,6 +92,16 @@ depends on them, so `helm template` fails with one clear message.
 {{- if ne (add $split.stable $split.canary | int) 100 -}}
 {{- fail (printf "istio.trafficSplit.stable (%v) + istio.trafficSplit.canary (%v) must add up to 100, got %v" $split.stable $split.canary (add $split.stable $split.canary)) -}}
 {{- end -}}
+{{- $e := .Values.experiment -}}
+{{- $headers := dict "experiment.cohortHeader" $e.cohortHeader "experiment.responseHeader" $e.responseHeader "experiment.userIdHeader" $e.userIdHeader "experiment.override.header" $e.override.header "experiment.override.tokenHeader" $e.override.tokenHeader "filter.predictionHeader" .Values.filter.predictionHeader -}}
+{{- range $field := keys $headers | sortAlpha -}}
+{{- if has (index $headers $field) (list "host" "cookie" "set-cookie" "content-length" "content-type" "transfer-encoding" "connection" "te") -}}
+{{- fail (printf "%s=%s is not allowed: the proxy owns the framing, host and cookie headers" $field (index $headers $field)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $e.override.tokenSha256 (eq $e.override.header $e.override.tokenHeader) -}}
+{{- fail (printf "experiment.override.header and experiment.override.tokenHeader must differ, both are %s" $e.override.header) -}}
+{{- end -}}
 {{- if not .Values.versions.v1.enabled -}}
 {{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
 {{- end -}}
@@ -99,18 +109,15 @@ depends on them, so `helm template` fails with one clear message.
 
 {{/*
 Cohorts and their weights, as the filter and the VirtualService see them.
-With v2 off every user is stable. Cohorts with weight 0 are left out.
+With v2 off every user is stable. A cohort of weight 0 stays listed: no user
+is assigned to it, but a QA override can still reach it (a dark launch).
 */}}
 {{- define "sms-checker.cohorts" -}}
 {{- $split := .Values.istio.trafficSplit -}}
 {{- $cohorts := list -}}
 {{- if .Values.versions.v2.enabled -}}
-{{- if gt (int $split.stable) 0 -}}
 {{- $cohorts = append $cohorts (dict "name" "stable" "weight" (int $split.stable)) -}}
-{{- end -}}
-{{- if gt (int $split.canary) 0 -}}
 {{- $cohorts = append $cohorts (dict "name" "canary" "weight" (int $split.canary)) -}}
-{{- end -}}
 {{- else -}}
 {{- $cohorts = append $cohorts (dict "name" "stable" "weight" 100) -}}
 {{- end -}}
@@ -163,13 +170,13 @@ fault:
   {{- if gt (float64 $fault.delay.percentage) 0.0 }}
   delay:
     percentage:
-      value: {{ $fault.delay.percentage }}
+      value: {{ float64 $fault.delay.percentage }}
     fixedDelay: {{ $fault.delay.fixedDelay }}
   {{- end }}
   {{- if gt (float64 $fault.abort.percentage) 0.0 }}
   abort:
     percentage:
-      value: {{ $fault.abort.percentage }}
+      value: {{ float64 $fault.abort.percentage }}
     httpStatus: {{ $fault.abort.httpStatus }}
   {{- end }}
 {{- end -}}
@@ -184,6 +191,6 @@ mirror:
   port:
     number: {{ .Values.modelService.port }}
 mirrorPercentage:
-  value: {{ .Values.istio.mirror.percentage }}
+  value: {{ float64 .Values.istio.mirror.percentage }}
 {{- end -}}
 {{- end }}

@@ -1,0 +1,383 @@
+//! Rendering the Helm chart with the real `helm` and validating every object
+//! it renders: core kinds with `kubernetes-validate` (strict), Istio kinds
+//! against the `openAPIV3Schema` of Istio's own CRDs, closed to unknown fields.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{helm_bin, shared_dir, tool, workspace_root};
+
+/// Istio release whose CRDs the rendered objects are checked against.
+pub const ISTIO_VERSION: &str = "1.30.3";
+/// SHA-256 of `kubernetes/customresourcedefinitions.gen.yaml` at that tag.
+pub const ISTIO_CRDS_SHA256: &str =
+    "dcb43ff6b9af2f629b80b6a82597f5a91db259c757e66cc5353ac007da28351a";
+/// Oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml).
+pub const KUBERNETES_VERSION: &str = "1.33.0";
+
+const CRDS_FILE: &str = "istio-1.30.3-customresourcedefinitions.gen.yaml";
+
+/// A chart that failed to render, lint or validate.
+#[derive(Debug)]
+pub enum ChartError {
+    /// A tool could not be started.
+    Spawn { tool: PathBuf, error: String },
+    /// `helm` exited non-zero; `stderr` holds its message.
+    Helm { args: Vec<String>, stderr: String },
+    /// helm's output is not the YAML it should be.
+    Yaml(String),
+    /// An object does not match its schema.
+    Invalid { object: String, errors: Vec<String> },
+    /// The Istio CRDs are missing or not the pinned file.
+    Crds(String),
+}
+
+impl fmt::Display for ChartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChartError::Spawn { tool, error } => {
+                write!(f, "cannot run {}: {error}", tool.display())
+            }
+            ChartError::Helm { args, stderr } => {
+                write!(f, "helm {} failed: {}", args.join(" "), stderr.trim())
+            }
+            ChartError::Yaml(msg) => write!(f, "rendered YAML: {msg}"),
+            ChartError::Invalid { object, errors } => {
+                write!(f, "{object} is invalid:\n  {}", errors.join("\n  "))
+            }
+            ChartError::Crds(msg) => write!(f, "Istio CRDs: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ChartError {}
+
+/// The chart's folder.
+pub fn chart_dir() -> PathBuf {
+    workspace_root().join("manifests/sms-checker")
+}
+
+/// Runs helm with `args`; stdout on success.
+pub fn helm(args: &[&str]) -> Result<String, ChartError> {
+    let bin = helm_bin();
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .map_err(|e| ChartError::Spawn {
+            tool: bin.clone(),
+            error: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(ChartError::Helm {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            stderr: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `helm template` of the chart in namespace `demo` with `--set key=value`
+/// pairs, parsed into one JSON value per object.
+pub fn render(sets: &[(&str, &str)]) -> Result<Vec<Value>, ChartError> {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let pairs: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = vec!["template", "sms-checker", &chart, "--namespace", "demo"];
+    for pair in &pairs {
+        args.extend(["--set", pair.as_str()]);
+    }
+    parse_objects(&helm(&args)?)
+}
+
+/// Splits a multi-document YAML stream into its non-empty documents.
+pub fn parse_objects(yaml: &str) -> Result<Vec<Value>, ChartError> {
+    let mut objects = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(yaml) {
+        let value: Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| ChartError::Yaml(e.to_string()))?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+/// `Kind/name` of an object, for messages.
+pub fn describe(object: &Value) -> String {
+    format!(
+        "{}/{}",
+        object["kind"].as_str().unwrap_or("?"),
+        object["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+/// Every object of `kind`.
+pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The object of `kind` called `name`, if rendered.
+pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn group_of(object: &Value) -> &str {
+    let api_version = object["apiVersion"].as_str().unwrap_or("");
+    match api_version.rsplit_once('/') {
+        Some((group, _)) => group,
+        None => "",
+    }
+}
+
+/// Istio's API groups: validated against the CRDs, not kubernetes-validate.
+pub fn is_istio(object: &Value) -> bool {
+    group_of(object).ends_with(".istio.io")
+}
+
+/// Prometheus Operator kinds: their CRDs are not available here.
+pub fn is_prometheus_operator(object: &Value) -> bool {
+    group_of(object) == "monitoring.coreos.com"
+}
+
+/// Validates core Kubernetes objects with `kubernetes-validate --strict`.
+/// A kind it has no schema for is a failure, not a warning.
+pub fn kubernetes_validate(objects: &[&Value], version: &str) -> Result<(), ChartError> {
+    let bin = tool("KUBERNETES_VALIDATE_BIN", ".venv/bin/kubernetes-validate");
+    let mut file = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .map_err(|e| ChartError::Yaml(e.to_string()))?;
+    for object in objects {
+        let yaml = serde_norway::to_string(object).map_err(|e| ChartError::Yaml(e.to_string()))?;
+        write!(file, "---\n{yaml}").map_err(|e| ChartError::Yaml(e.to_string()))?;
+    }
+    file.flush().map_err(|e| ChartError::Yaml(e.to_string()))?;
+    let out = Command::new(&bin)
+        .args(["--strict", "-k", version])
+        .arg(file.path())
+        .output()
+        .map_err(|e| ChartError::Spawn {
+            tool: bin.clone(),
+            error: e.to_string(),
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text.lines().filter(|l| l.contains(" passed for ")).count();
+    let problems: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("INFO"))
+        .map(str::to_string)
+        .collect();
+    if !out.status.success() || !problems.is_empty() || passed != objects.len() {
+        return Err(ChartError::Invalid {
+            object: format!(
+                "{} core objects ({} passed, Kubernetes {version})",
+                objects.len(),
+                passed
+            ),
+            errors: if problems.is_empty() {
+                vec![text]
+            } else {
+                problems
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Where the pinned Istio CRDs are: `$SMS_SHARED_DIR/schemas/` or, for a
+/// checkout without it, `.tools/schemas/` (`make chart-crds` fetches it).
+pub fn istio_crds_path() -> Result<PathBuf, ChartError> {
+    let candidates = [
+        shared_dir().join("schemas").join(CRDS_FILE),
+        workspace_root().join(".tools/schemas").join(CRDS_FILE),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            ChartError::Crds(format!(
+                "{CRDS_FILE} not found in {} (run `make chart-crds`)",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+        })
+}
+
+/// Compiled validators for every served version of every Istio CRD.
+pub struct IstioSchemas {
+    validators: HashMap<(String, String), jsonschema::Validator>,
+}
+
+impl IstioSchemas {
+    /// Loads the pinned CRD file, checking its SHA-256 first.
+    pub fn load() -> Result<IstioSchemas, ChartError> {
+        Self::load_from(&istio_crds_path()?)
+    }
+
+    pub fn load_from(path: &Path) -> Result<IstioSchemas, ChartError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ChartError::Crds(format!("{}: {e}", path.display())))?;
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if digest != ISTIO_CRDS_SHA256 {
+            return Err(ChartError::Crds(format!(
+                "{} has SHA-256 {digest}, expected {ISTIO_CRDS_SHA256} (Istio {ISTIO_VERSION})",
+                path.display()
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| ChartError::Crds(e.to_string()))?;
+        let mut validators = HashMap::new();
+        for crd in parse_objects(&text)? {
+            let group = crd["spec"]["group"].as_str().unwrap_or_default();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+            for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
+                if version["served"] != true {
+                    continue;
+                }
+                let name = version["name"].as_str().unwrap_or_default();
+                let mut schema = closed_schema(&version["schema"]["openAPIV3Schema"]);
+                // apiVersion, kind and metadata are the API server's, not the CRD's.
+                if let Some(props) = schema["properties"].as_object_mut() {
+                    props.insert(
+                        "apiVersion".into(),
+                        json!({"const": format!("{group}/{name}")}),
+                    );
+                    props.insert("kind".into(), json!({"const": kind}));
+                    props.insert(
+                        "metadata".into(),
+                        json!({"type": "object", "required": ["name"]}),
+                    );
+                }
+                let validator = jsonschema::draft4::new(&schema).map_err(|e| {
+                    ChartError::Crds(format!("schema of {kind} {group}/{name}: {e}"))
+                })?;
+                validators.insert((format!("{group}/{name}"), kind.to_string()), validator);
+            }
+        }
+        Ok(IstioSchemas { validators })
+    }
+
+    /// Validates one Istio object against the CRD version its apiVersion names.
+    pub fn validate(&self, object: &Value) -> Result<(), ChartError> {
+        let key = (
+            object["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            object["kind"].as_str().unwrap_or_default().to_string(),
+        );
+        let validator = self
+            .validators
+            .get(&key)
+            .ok_or_else(|| ChartError::Invalid {
+                object: describe(object),
+                errors: vec![format!(
+                    "no served CRD version for {} {} in Istio {ISTIO_VERSION}",
+                    key.0, key.1
+                )],
+            })?;
+        let errors: Vec<String> = validator
+            .iter_errors(object)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ChartError::Invalid {
+                object: describe(object),
+                errors,
+            })
+        }
+    }
+}
+
+/// An OpenAPI v3 (Kubernetes structural) schema as a JSON Schema the way the
+/// API server applies it: objects without `x-kubernetes-preserve-unknown-fields`
+/// take no other fields, `nullable` admits null, and int-or-string admits both.
+pub fn closed_schema(schema: &Value) -> Value {
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (key, value) in map {
+        let converted = match key.as_str() {
+            "properties" | "patternProperties" | "definitions" => match value {
+                Value::Object(props) => Value::Object(
+                    props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), closed_schema(v)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            "items" | "additionalProperties" | "not" => closed_schema(value),
+            "allOf" | "anyOf" | "oneOf" => match value {
+                Value::Array(list) => Value::Array(list.iter().map(closed_schema).collect()),
+                other => other.clone(),
+            },
+            _ => value.clone(),
+        };
+        out.insert(key.clone(), converted);
+    }
+    let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    if map.get("type") == Some(&json!("object"))
+        && !preserve
+        && !map.contains_key("additionalProperties")
+    {
+        out.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        out.remove("type");
+        out.insert("type".into(), json!(["integer", "string"]));
+    }
+    if map.get("nullable") == Some(&Value::Bool(true))
+        && let Some(Value::String(t)) = out.get("type").cloned()
+    {
+        out.insert("type".into(), json!([t, "null"]));
+    }
+    Value::Object(out)
+}
+
+/// Validates every rendered object: Istio kinds against the CRDs, core kinds
+/// with kubernetes-validate. Prometheus Operator kinds are returned for the
+/// caller to check by other means (their CRDs are not pinned here).
+pub fn validate_all<'a>(
+    objects: &'a [Value],
+    istio: &IstioSchemas,
+) -> Result<Vec<&'a Value>, ChartError> {
+    let mut core = Vec::new();
+    let mut operator = Vec::new();
+    for object in objects {
+        if is_istio(object) {
+            istio.validate(object)?;
+        } else if is_prometheus_operator(object) {
+            operator.push(object);
+        } else {
+            core.push(object);
+        }
+    }
+    kubernetes_validate(&core, KUBERNETES_VERSION)?;
+    Ok(operator)
+}

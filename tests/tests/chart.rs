@@ -1,0 +1,996 @@
+//! The Helm chart, rendered by the real helm and validated against the real
+//! schemas: Kubernetes (kubernetes-validate, strict) and Istio's CRDs.
+
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use sms_checker_tests::chart::{
+    self, ChartError, IstioSchemas, KUBERNETES_VERSION, describe, find, of_kind, render,
+};
+
+fn istio() -> &'static IstioSchemas {
+    static SCHEMAS: OnceLock<IstioSchemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| IstioSchemas::load().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Renders with `sets`, validates every object, and returns them.
+fn render_valid(sets: &[(&str, &str)]) -> Vec<Value> {
+    let objects = render(sets).unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
+    assert!(!objects.is_empty(), "nothing rendered for {sets:?}");
+    let operator = chart::validate_all(&objects, istio())
+        .unwrap_or_else(|e| panic!("validate render with {sets:?}: {e}"));
+    assert!(
+        operator.is_empty(),
+        "Prometheus Operator objects rendered by default: {:?}",
+        operator.iter().map(|o| describe(o)).collect::<Vec<_>>()
+    );
+    objects
+}
+
+/// Renders with `sets` and returns helm's error message, failing the test if
+/// the chart accepted the values.
+fn render_error(sets: &[(&str, &str)]) -> String {
+    match render(sets) {
+        Ok(_) => panic!("values {sets:?} were accepted, expected a rejection"),
+        Err(ChartError::Helm { stderr, .. }) => stderr,
+        Err(other) => panic!("values {sets:?}: expected a helm error, got {other}"),
+    }
+}
+
+fn get<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    find(objects, kind, name).unwrap_or_else(|| {
+        panic!(
+            "{kind}/{name} not rendered; have {:?}",
+            objects.iter().map(describe).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn virtual_service(objects: &[Value]) -> &Value {
+    get(objects, "VirtualService", "model-service")
+}
+
+fn route<'a>(vs: &'a Value, name: &str) -> Option<&'a Value> {
+    vs["spec"]["http"]
+        .as_array()
+        .expect("http routes")
+        .iter()
+        .find(|r| r["name"] == name)
+}
+
+/// (subset, weight) of each destination of a route; weight None when absent.
+fn destinations(route: &Value) -> Vec<(String, Option<i64>)> {
+    route["route"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .map(|d| {
+            (
+                d["destination"]["subset"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                d["weight"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn subsets(objects: &[Value]) -> Vec<String> {
+    get(objects, "DestinationRule", "model-service")["spec"]["subsets"]
+        .as_array()
+        .expect("subsets")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["labels"]["version"], s["name"], "subset labels");
+            s["name"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+fn names_of(objects: &[Value], kind: &str) -> Vec<String> {
+    let mut names: Vec<String> = of_kind(objects, kind)
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn plugin_config<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    &get(objects, "WasmPlugin", name)["spec"]["pluginConfig"]
+}
+
+fn cohorts(config: &Value) -> Vec<(String, i64)> {
+    config["cohorts"]
+        .as_array()
+        .expect("cohorts")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["weight"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+fn pair(name: &str, weight: i64) -> (String, i64) {
+    (name.to_string(), weight)
+}
+
+fn dest(subset: &str, weight: Option<i64>) -> (String, Option<i64>) {
+    (subset.to_string(), weight)
+}
+
+/// Every WasmPlugin's cohorts, which must agree with each other.
+fn all_cohorts(objects: &[Value]) -> Vec<(String, i64)> {
+    let plugins = of_kind(objects, "WasmPlugin");
+    assert!(!plugins.is_empty(), "no WasmPlugin rendered");
+    let first = cohorts(&plugins[0]["spec"]["pluginConfig"]);
+    for plugin in &plugins {
+        assert_eq!(
+            cohorts(&plugin["spec"]["pluginConfig"]),
+            first,
+            "{} disagrees on cohorts",
+            describe(plugin)
+        );
+    }
+    first
+}
+
+fn assert_mirror(route: &Value, percentage: f64) {
+    assert_eq!(
+        route["mirror"]["subset"], "v3",
+        "mirror of {}",
+        route["name"]
+    );
+    assert_eq!(route["mirror"]["host"], "model-service");
+    assert_eq!(route["mirror"]["port"]["number"], 8081);
+    assert_eq!(
+        route["mirrorPercentage"]["value"].as_f64(),
+        Some(percentage),
+        "mirror percentage of {}",
+        route["name"]
+    );
+}
+
+#[test]
+fn lint_strict_passes_for_defaults_and_seed_values() {
+    let chart = chart::chart_dir();
+    let chart = chart.to_string_lossy();
+    for sets in [
+        vec![],
+        vec![
+            "istio.trafficSplit.stable=95",
+            "istio.trafficSplit.canary=5",
+        ],
+        vec!["versions.v2.enabled=false"],
+    ] {
+        let mut args = vec!["lint", "--strict", chart.as_ref()];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let out = chart::helm(&args).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.contains("0 chart(s) failed"), "helm lint: {out}");
+    }
+}
+
+#[test]
+fn defaults_render_the_experiment() {
+    let objects = render_valid(&[]);
+
+    assert_eq!(
+        names_of(&objects, "Deployment"),
+        [
+            "model-deployment-v1",
+            "model-deployment-v2",
+            "model-deployment-v3"
+        ]
+    );
+    let service = get(&objects, "Service", "model-service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 8081);
+    assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    assert_eq!(service["spec"]["selector"]["app"], "model-service");
+    assert_eq!(subsets(&objects), ["v1", "v2", "v3"]);
+
+    let gateway = get(&objects, "Gateway", "sms-checker-gateway");
+    assert_eq!(
+        gateway["spec"]["selector"],
+        json!({"istio": "ingressgateway"})
+    );
+    assert_eq!(
+        gateway["spec"]["servers"][0]["hosts"],
+        json!(["sms-checker.local"])
+    );
+
+    let vs = virtual_service(&objects);
+    assert_eq!(vs["spec"]["hosts"][0], "sms-checker.local");
+    assert_eq!(
+        vs["spec"]["gateways"],
+        json!(["sms-checker-gateway", "mesh"])
+    );
+    let canary = route(vs, "cohort-canary").expect("canary route");
+    assert_eq!(
+        canary["match"][0]["headers"]["x-experiment-cohort"],
+        json!({"exact": "canary"})
+    );
+    assert_eq!(destinations(canary), [dest("v2", None)]);
+    let stable = route(vs, "cohort-stable").expect("stable route");
+    assert_eq!(
+        stable["match"][0]["headers"]["x-experiment-cohort"],
+        json!({"exact": "stable"})
+    );
+    assert_eq!(destinations(stable), [dest("v1", None)]);
+    let split = route(vs, "split").expect("weighted route");
+    assert!(
+        split.get("match").is_none(),
+        "the split is the default route"
+    );
+    assert_eq!(
+        destinations(split),
+        [dest("v1", Some(90)), dest("v2", Some(10))]
+    );
+    // Header routes come first: Istio takes the first match.
+    let order: Vec<&str> = vs["spec"]["http"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["cohort-canary", "cohort-stable", "split"]);
+    for r in [canary, stable, split] {
+        assert_mirror(r, 100.0);
+        assert!(r.get("fault").is_none(), "no fault by default");
+    }
+
+    assert_eq!(
+        all_cohorts(&objects),
+        [pair("stable", 90), pair("canary", 10)]
+    );
+}
+
+#[test]
+fn wasm_plugins_run_before_routing_with_the_contract_config() {
+    let objects = render_valid(&[]);
+    assert_eq!(
+        names_of(&objects, "WasmPlugin"),
+        [
+            "sms-checker-cohort-gateway",
+            "sms-checker-cohort-v1",
+            "sms-checker-cohort-v2",
+            "sms-checker-cohort-v3"
+        ]
+    );
+    for plugin in of_kind(&objects, "WasmPlugin") {
+        let spec = &plugin["spec"];
+        assert_eq!(spec["phase"], "AUTHN", "{}", describe(plugin));
+        assert_eq!(spec["failStrategy"], "FAIL_OPEN");
+        assert_eq!(spec["type"], "HTTP");
+        assert!(
+            spec["url"].as_str().unwrap_or("").starts_with("oci://"),
+            "default url is an OCI image"
+        );
+        assert!(spec.get("sha256").is_none(), "no sha256 unless set");
+    }
+
+    let gateway = get(&objects, "WasmPlugin", "sms-checker-cohort-gateway");
+    assert_eq!(gateway["metadata"]["namespace"], "istio-system");
+    assert_eq!(
+        gateway["spec"]["selector"]["matchLabels"],
+        json!({"istio": "ingressgateway"})
+    );
+    assert_eq!(
+        gateway["spec"]["pluginConfig"],
+        json!({
+            "role": "gateway",
+            "experiment": "sms-model",
+            "cohortHeader": "x-experiment-cohort",
+            "cohorts": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+            "salt": "sms-checker",
+            "responseHeader": "x-experiment-cohort",
+            "cookie": {"name": "sms-checker-uid", "maxAgeSeconds": 2592000, "secure": false}
+        })
+    );
+
+    for (version, mirrored) in [("v1", false), ("v2", false), ("v3", true)] {
+        let plugin = get(
+            &objects,
+            "WasmPlugin",
+            &format!("sms-checker-cohort-{version}"),
+        );
+        assert_eq!(plugin["metadata"]["namespace"], "demo");
+        assert_eq!(plugin["spec"]["match"], json!([{"mode": "SERVER"}]));
+        let labels = &plugin["spec"]["selector"]["matchLabels"];
+        assert_eq!(labels["app"], "model-service");
+        assert_eq!(labels["version"], version);
+        // The selector must pick exactly this version's pods.
+        let deployment = get(
+            &objects,
+            "Deployment",
+            &format!("model-deployment-{version}"),
+        );
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in labels.as_object().expect("matchLabels") {
+            assert_eq!(&pod_labels[key], value, "pod label {key} of {version}");
+        }
+        assert_eq!(
+            plugin["spec"]["pluginConfig"],
+            json!({
+                "role": "sidecar",
+                "experiment": "sms-model",
+                "cohortHeader": "x-experiment-cohort",
+                "cohorts": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+                "version": version,
+                "predictionHeader": "x-model-prediction",
+                "mirrored": mirrored,
+                "shadowHostSuffix": "-shadow"
+            })
+        );
+    }
+}
+
+#[test]
+fn experiment_values_flow_into_the_filter_config() {
+    let token_sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let objects = render_valid(&[
+        ("experiment.name", "spam-v2-trial"),
+        ("experiment.cohortHeader", "x-cohort"),
+        ("experiment.responseHeader", "x-my-cohort"),
+        ("experiment.salt", "pepper"),
+        ("experiment.userIdHeader", "x-user-id"),
+        ("experiment.cookie.name", "uid"),
+        ("experiment.cookie.maxAgeSeconds", "3600"),
+        ("experiment.cookie.secure", "true"),
+        ("experiment.override.tokenSha256", token_sha),
+        ("filter.predictionHeader", "x-prediction"),
+        ("filter.shadowHostSuffix", "-mirror"),
+    ]);
+    assert_eq!(
+        plugin_config(&objects, "sms-checker-cohort-gateway"),
+        &json!({
+            "role": "gateway",
+            "experiment": "spam-v2-trial",
+            "cohortHeader": "x-cohort",
+            "cohorts": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+            "salt": "pepper",
+            "userIdHeader": "x-user-id",
+            "responseHeader": "x-my-cohort",
+            "cookie": {"name": "uid", "maxAgeSeconds": 3600, "secure": true},
+            "override": {
+                "header": "x-experiment-override",
+                "tokenHeader": "x-experiment-override-token",
+                "tokenSha256": token_sha
+            }
+        })
+    );
+    let sidecar = plugin_config(&objects, "sms-checker-cohort-v2");
+    assert_eq!(sidecar["predictionHeader"], "x-prediction");
+    assert_eq!(sidecar["shadowHostSuffix"], "-mirror");
+    assert_eq!(sidecar["cohortHeader"], "x-cohort");
+    // The VirtualService routes on the header the filter sets.
+    let vs = virtual_service(&objects);
+    let canary = route(vs, "cohort-canary").expect("canary route");
+    assert_eq!(
+        canary["match"][0]["headers"]["x-cohort"],
+        json!({"exact": "canary"})
+    );
+}
+
+#[test]
+fn seed_split_95_5() {
+    let objects = render_valid(&[
+        ("istio.trafficSplit.stable", "95"),
+        ("istio.trafficSplit.canary", "5"),
+    ]);
+    let split = route(virtual_service(&objects), "split").expect("weighted route");
+    assert_eq!(
+        destinations(split),
+        [dest("v1", Some(95)), dest("v2", Some(5))]
+    );
+    assert_eq!(
+        all_cohorts(&objects),
+        [pair("stable", 95), pair("canary", 5)]
+    );
+}
+
+#[test]
+fn seed_custom_host() {
+    let objects = render_valid(&[("istio.host", "custom.grader.local")]);
+    let gateway = get(&objects, "Gateway", "sms-checker-gateway");
+    assert_eq!(
+        gateway["spec"]["servers"][0]["hosts"],
+        json!(["custom.grader.local"])
+    );
+    let vs = virtual_service(&objects);
+    assert_eq!(
+        vs["spec"]["hosts"],
+        json!([
+            "custom.grader.local",
+            "model-service.demo.svc.cluster.local"
+        ])
+    );
+}
+
+#[test]
+fn seed_canary_disabled_puts_everyone_in_stable() {
+    let objects = render_valid(&[("versions.v2.enabled", "false")]);
+    assert_eq!(
+        names_of(&objects, "Deployment"),
+        ["model-deployment-v1", "model-deployment-v3"]
+    );
+    assert_eq!(
+        names_of(&objects, "PodDisruptionBudget"),
+        ["model-deployment-v1", "model-deployment-v3"]
+    );
+    assert_eq!(subsets(&objects), ["v1", "v3"]);
+    let vs = virtual_service(&objects);
+    assert!(route(vs, "cohort-canary").is_none(), "no canary route");
+    assert_eq!(
+        destinations(route(vs, "cohort-stable").expect("stable route")),
+        [dest("v1", None)]
+    );
+    let split = route(vs, "split").expect("default route");
+    assert_eq!(destinations(split), [dest("v1", Some(100))]);
+    assert_mirror(split, 100.0);
+    let text = serde_json::to_string(vs).expect("json");
+    assert!(
+        !text.contains("\"v2\""),
+        "v2 left in the VirtualService: {text}"
+    );
+    assert!(find(&objects, "WasmPlugin", "sms-checker-cohort-v2").is_none());
+    assert_eq!(all_cohorts(&objects), [pair("stable", 100)]);
+}
+
+#[test]
+fn seed_custom_ingress_gateway_selector() {
+    let objects = render_valid(&[("istio.gateway.ingressGatewaySelector", "custom-gateway")]);
+    let gateway = get(&objects, "Gateway", "sms-checker-gateway");
+    assert_eq!(
+        gateway["spec"]["selector"],
+        json!({"istio": "custom-gateway"})
+    );
+    let plugin = get(&objects, "WasmPlugin", "sms-checker-cohort-gateway");
+    assert_eq!(
+        plugin["spec"]["selector"]["matchLabels"],
+        json!({"istio": "custom-gateway"})
+    );
+}
+
+#[test]
+fn shadow_disabled_removes_the_mirror() {
+    let objects = render_valid(&[("versions.v3.enabled", "false")]);
+    assert_eq!(
+        names_of(&objects, "Deployment"),
+        ["model-deployment-v1", "model-deployment-v2"]
+    );
+    assert_eq!(subsets(&objects), ["v1", "v2"]);
+    for r in virtual_service(&objects)["spec"]["http"]
+        .as_array()
+        .expect("routes")
+    {
+        assert!(r.get("mirror").is_none(), "mirror left on {}", r["name"]);
+        assert!(r.get("mirrorPercentage").is_none());
+    }
+    assert!(find(&objects, "WasmPlugin", "sms-checker-cohort-v3").is_none());
+}
+
+#[test]
+fn mirror_percentage_applies_to_every_live_route() {
+    let objects = render_valid(&[("istio.mirror.percentage", "12.5")]);
+    let vs = virtual_service(&objects);
+    let routes = vs["spec"]["http"].as_array().expect("routes");
+    assert_eq!(routes.len(), 3);
+    for r in routes {
+        assert_mirror(r, 12.5);
+    }
+}
+
+#[test]
+fn zero_percent_canary_keeps_the_override_route() {
+    let objects = render_valid(&[
+        ("istio.trafficSplit.stable", "100"),
+        ("istio.trafficSplit.canary", "0"),
+    ]);
+    let vs = virtual_service(&objects);
+    assert_eq!(
+        destinations(route(vs, "split").expect("default route")),
+        [dest("v1", Some(100))]
+    );
+    assert!(route(vs, "cohort-canary").is_some());
+    assert_eq!(
+        all_cohorts(&objects),
+        [pair("stable", 100), pair("canary", 0)]
+    );
+}
+
+#[test]
+fn faults_apply_only_to_routes_of_their_version() {
+    let objects = render_valid(&[
+        ("versions.v2.fault.abort.percentage", "10"),
+        ("versions.v2.fault.abort.httpStatus", "500"),
+        ("versions.v2.fault.delay.percentage", "50"),
+        ("versions.v2.fault.delay.fixedDelay", "250ms"),
+    ]);
+    let vs = virtual_service(&objects);
+    let canary = route(vs, "cohort-canary").expect("canary route");
+    assert_eq!(
+        canary["fault"],
+        json!({
+            "abort": {"percentage": {"value": 10}, "httpStatus": 500},
+            "delay": {"percentage": {"value": 50}, "fixedDelay": "250ms"}
+        })
+    );
+    assert!(
+        route(vs, "cohort-stable")
+            .expect("stable")
+            .get("fault")
+            .is_none()
+    );
+    // The weighted route also reaches v1: a route-level fault would hit it.
+    assert!(route(vs, "split").expect("split").get("fault").is_none());
+
+    let objects = render_valid(&[("versions.v1.fault.delay.percentage", "100")]);
+    let stable = route(virtual_service(&objects), "cohort-stable").expect("stable route");
+    assert_eq!(
+        stable["fault"],
+        json!({"delay": {"percentage": {"value": 100}, "fixedDelay": "1s"}})
+    );
+
+    // With v2 off the default route is v1 alone, so v1's fault applies there too.
+    let objects = render_valid(&[
+        ("versions.v2.enabled", "false"),
+        ("versions.v1.fault.abort.percentage", "5"),
+    ]);
+    let split = route(virtual_service(&objects), "split").expect("split");
+    assert_eq!(
+        split["fault"],
+        json!({"abort": {"percentage": {"value": 5}, "httpStatus": 503}})
+    );
+}
+
+#[test]
+fn pods_are_locked_down_probed_and_instrumented() {
+    let objects = render_valid(&[]);
+    for deployment in of_kind(&objects, "Deployment") {
+        let name = describe(deployment);
+        let version = deployment["metadata"]["labels"]["version"]
+            .as_str()
+            .expect("version label");
+        let pod = &deployment["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["app"], "model-service", "{name}");
+        assert_eq!(pod["metadata"]["labels"]["version"], version, "{name}");
+        assert_eq!(
+            pod["spec"]["securityContext"]["runAsNonRoot"], true,
+            "{name}"
+        );
+        let container = &pod["spec"]["containers"][0];
+        let security = &container["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+        assert!(container["resources"]["requests"]["cpu"].is_string());
+        assert!(container["resources"]["limits"]["memory"].is_string());
+        let env = container["env"].as_array().expect("env");
+        assert!(
+            env.contains(&json!({"name": "MODEL_VERSION", "value": version})),
+            "{name}: MODEL_VERSION"
+        );
+        assert_eq!(container["ports"][0]["containerPort"], 8081);
+
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "8081");
+        let proxy: Value = serde_norway::from_str(
+            annotations["proxy.istio.io/config"]
+                .as_str()
+                .expect("proxy.istio.io/config"),
+        )
+        .expect("proxy config is YAML");
+        assert_eq!(
+            proxy["extraStatTags"],
+            json!([
+                "cohort",
+                "response_class",
+                "user",
+                "outcome",
+                "version",
+                "prediction",
+                "mirrored"
+            ])
+        );
+        let regexps: Vec<&str> = proxy["proxyStatsMatcher"]["inclusionRegexps"]
+            .as_array()
+            .expect("inclusionRegexps")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        // Envoy matches the full stat name: the Wasm namespace and the
+        // tag-encoded labels come before the metric name.
+        for stat in [
+            "wasmcustom.version=.=v1;.;cohort=.=canary;.;sms_model_requests_total",
+            "cohort=.=stable;.;sms_cohort_requests_total",
+        ] {
+            assert!(
+                regexps.iter().any(|r| full_match(r, stat)),
+                "{stat} not kept by {regexps:?}"
+            );
+        }
+        assert!(
+            !regexps
+                .iter()
+                .any(|r| full_match(r, "cluster.outbound.upstream_rq_total"))
+        );
+    }
+}
+
+/// Envoy's `safe_regex` matches the whole name (RE2, anchored).
+fn full_match(regex: &str, text: &str) -> bool {
+    // The patterns here only use `.*` and literals: translate to a prefix,
+    // middle and suffix check without pulling in a regex engine.
+    let parts: Vec<&str> = regex.split(".*").collect();
+    let literal = |p: &str| p.replace("\\.", ".");
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        let part = literal(part);
+        if i == 0 {
+            match rest.strip_prefix(part.as_str()) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part.as_str());
+        } else {
+            match rest.find(part.as_str()) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+#[test]
+fn images_by_tag_or_digest() {
+    let objects = render_valid(&[("modelService.image.tag", "1.2.3")]);
+    let image = &get(&objects, "Deployment", "model-deployment-v1")["spec"]["template"]["spec"]["containers"]
+        [0]["image"];
+    assert_eq!(image, "ghcr.io/sms-checker/model-service:1.2.3");
+
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let wasm_sha = "b".repeat(64);
+    let url = format!(
+        "oci://registry.example/sms/filter@sha256:{}",
+        "c".repeat(64)
+    );
+    let objects = render_valid(&[
+        (
+            "modelService.image.repository",
+            "registry.example/sms/model-service",
+        ),
+        ("modelService.image.tag", "ignored"),
+        ("modelService.image.digest", &digest),
+        ("filter.url", &url),
+        ("filter.sha256", &wasm_sha),
+        ("filter.imagePullPolicy", "Always"),
+        ("filter.failStrategy", "FAIL_CLOSE"),
+    ]);
+    for deployment in of_kind(&objects, "Deployment") {
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            format!("registry.example/sms/model-service@{digest}")
+        );
+    }
+    for plugin in of_kind(&objects, "WasmPlugin") {
+        assert_eq!(plugin["spec"]["url"], url.as_str());
+        assert_eq!(plugin["spec"]["sha256"], wasm_sha.as_str());
+        assert_eq!(plugin["spec"]["imagePullPolicy"], "Always");
+        assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
+    }
+}
+
+#[test]
+fn autoscaling_and_disruption_budgets() {
+    let objects = render_valid(&[("versions.v3.autoscaling.enabled", "true")]);
+    assert_eq!(
+        names_of(&objects, "HorizontalPodAutoscaler"),
+        ["model-deployment-v3"]
+    );
+    let v3 = get(&objects, "Deployment", "model-deployment-v3");
+    assert!(
+        v3["spec"].get("replicas").is_none(),
+        "the HPA owns v3's replicas"
+    );
+    assert_eq!(
+        get(&objects, "Deployment", "model-deployment-v1")["spec"]["replicas"],
+        1
+    );
+
+    let objects = render_valid(&[
+        ("autoscaling.enabled", "true"),
+        ("autoscaling.maxReplicas", "7"),
+        ("versions.v1.autoscaling.maxReplicas", "10"),
+    ]);
+    for hpa in of_kind(&objects, "HorizontalPodAutoscaler") {
+        let name = hpa["metadata"]["name"].as_str().expect("name");
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name);
+        let max = if name.ends_with("v1") { 10 } else { 7 };
+        assert_eq!(hpa["spec"]["maxReplicas"], max, "{name}");
+    }
+    assert_eq!(of_kind(&objects, "HorizontalPodAutoscaler").len(), 3);
+
+    let objects = render_valid(&[]);
+    for pdb in of_kind(&objects, "PodDisruptionBudget") {
+        let name = pdb["metadata"]["name"].as_str().expect("name");
+        let deployment = get(&objects, "Deployment", name);
+        assert_eq!(
+            pdb["spec"]["selector"], deployment["spec"]["selector"],
+            "{name} selects its Deployment's pods"
+        );
+    }
+    let objects = render_valid(&[("podDisruptionBudget.enabled", "false")]);
+    assert!(of_kind(&objects, "PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn mesh_routing_and_gateway_can_be_turned_off() {
+    let objects = render_valid(&[
+        ("istio.meshRouting", "false"),
+        ("istio.gateway.enabled", "false"),
+        ("istio.gateway.name", "shared-gateway"),
+    ]);
+    assert!(of_kind(&objects, "Gateway").is_empty());
+    let vs = virtual_service(&objects);
+    assert_eq!(vs["spec"]["gateways"], json!(["shared-gateway"]));
+    assert_eq!(vs["spec"]["hosts"], json!(["sms-checker.local"]));
+
+    let objects = render_valid(&[("filter.enabled", "false")]);
+    assert!(of_kind(&objects, "WasmPlugin").is_empty());
+}
+
+#[test]
+fn monitoring_objects_select_the_right_targets() {
+    let objects = render(&[
+        ("monitoring.podMonitor.enabled", "true"),
+        ("monitoring.serviceMonitor.enabled", "true"),
+        ("monitoring.serviceMonitor.labels.release", "prom"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let operator = chart::validate_all(&objects, istio()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(operator.len(), 2, "PodMonitor and ServiceMonitor");
+
+    let pod_monitor = get(&objects, "PodMonitor", "model-service-envoy");
+    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
+    // The port name Istio's sidecar injector gives the Envoy stats port.
+    assert_eq!(endpoint["port"], "http-envoy-prom");
+    assert_eq!(endpoint["path"], "/stats/prometheus");
+    for deployment in of_kind(&objects, "Deployment") {
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in pod_monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("matchLabels")
+        {
+            assert_eq!(&labels[k], v, "PodMonitor selects {}", describe(deployment));
+        }
+    }
+
+    let service_monitor = get(&objects, "ServiceMonitor", "model-service");
+    assert_eq!(service_monitor["metadata"]["labels"]["release"], "prom");
+    let service = get(&objects, "Service", "model-service");
+    for (k, v) in service_monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "ServiceMonitor selects the Service"
+        );
+    }
+    let port = &service_monitor["spec"]["endpoints"][0]["port"];
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| &p["name"] == port),
+        "ServiceMonitor port {port} is a Service port"
+    );
+    for object in operator {
+        assert!(object["spec"].is_object(), "{}", describe(object));
+    }
+}
+
+#[test]
+fn grafana_dashboard_compares_versions_and_cohorts() {
+    let objects = render_valid(&[]);
+    let config_map = get(&objects, "ConfigMap", "model-service-dashboard");
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(
+        config_map["data"]["sms-checker.json"]
+            .as_str()
+            .expect("dashboard JSON"),
+    )
+    .expect("dashboard is valid JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    let has = |needle: &str| exprs.iter().any(|e| e.contains(needle));
+    assert!(
+        has("sum by (version, cohort) (rate(sms_model_requests_total"),
+        "request rate"
+    );
+    assert!(has("response_class=~\"5.*\""), "error rate");
+    assert!(has("histogram_quantile(0.99"), "latency quantiles");
+    assert!(
+        has("model_predictions_total{namespace=~\"$namespace\", result=\"spam\"}"),
+        "spam ratio"
+    );
+    assert!(has("sms_cohort_requests_total"), "gateway cohorts");
+
+    let objects = render_valid(&[("monitoring.grafanaDashboard.namespace", "grafana")]);
+    assert_eq!(
+        get(&objects, "ConfigMap", "model-service-dashboard")["metadata"]["namespace"],
+        "grafana"
+    );
+}
+
+#[test]
+fn schema_rejects_bad_values_with_clear_messages() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("istio.trafficSplit.stable", "150")],
+            "/istio/trafficSplit/stable",
+        ),
+        (
+            &[("istio.trafficSplit.canary", "-5")],
+            "/istio/trafficSplit/canary",
+        ),
+        (&[("istio.trafficSplit.stable", "ninety")], "want integer"),
+        (
+            &[("istio.trafficSplit.stabel", "90")],
+            "'stabel' not allowed",
+        ),
+        (&[("versions.v4.enabled", "true")], "'v4' not allowed"),
+        (&[("versions.v2.enabled", "maybe")], "/versions/v2/enabled"),
+        (&[("istio.host", "Not A Host")], "/istio/host"),
+        (
+            &[("istio.mirror.percentage", "101")],
+            "/istio/mirror/percentage",
+        ),
+        (
+            &[("filter.failStrategy", "FAIL_SOMETIMES")],
+            "/filter/failStrategy",
+        ),
+        (&[("filter.sha256", "abc")], "/filter/sha256"),
+        (&[("filter.url", "ghcr.io/no-scheme")], "/filter/url"),
+        (
+            &[("modelService.image.digest", "sha256:xyz")],
+            "/modelService/image/digest",
+        ),
+        (
+            &[("experiment.cookie.maxAgeSeconds", "0")],
+            "/experiment/cookie/maxAgeSeconds",
+        ),
+        (
+            &[("experiment.override.tokenSha256", "ABC")],
+            "/experiment/override/tokenSha256",
+        ),
+        (
+            &[("experiment.cohortHeader", "X Cohort")],
+            "/experiment/cohortHeader",
+        ),
+        (
+            &[("versions.v2.fault.abort.percentage", "150")],
+            "/versions/v2/fault/abort/percentage",
+        ),
+        (
+            &[("versions.v2.fault.abort.httpStatus", "99")],
+            "/versions/v2/fault/abort/httpStatus",
+        ),
+        (
+            &[("versions.v2.fault.delay.fixedDelay", "soon")],
+            "/versions/v2/fault/delay/fixedDelay",
+        ),
+    ];
+    for (sets, expected) in cases {
+        let message = render_error(sets);
+        assert!(
+            message.contains(expected),
+            "{sets:?}: expected {expected:?} in {message}"
+        );
+    }
+}
+
+#[test]
+fn templates_reject_what_the_schema_cannot_express() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("istio.trafficSplit.stable", "95")],
+            "istio.trafficSplit.stable (95) + istio.trafficSplit.canary (10) must add up to 100, got 105",
+        ),
+        (
+            &[
+                ("istio.trafficSplit.stable", "50"),
+                ("istio.trafficSplit.canary", "40"),
+            ],
+            "must add up to 100, got 90",
+        ),
+        (
+            &[("versions.v1.enabled", "false")],
+            "versions.v1.enabled=false is not supported",
+        ),
+        (
+            &[("experiment.cohortHeader", "cookie")],
+            "experiment.cohortHeader=cookie is not allowed",
+        ),
+        (
+            &[
+                ("experiment.override.tokenSha256", &"d".repeat(64)),
+                ("experiment.override.tokenHeader", "x-experiment-override"),
+            ],
+            "experiment.override.header and experiment.override.tokenHeader must differ",
+        ),
+        (
+            &[
+                ("autoscaling.enabled", "true"),
+                ("autoscaling.minReplicas", "4"),
+                ("autoscaling.maxReplicas", "2"),
+            ],
+            "maxReplicas (2) must be at least minReplicas (4)",
+        ),
+    ];
+    for (sets, expected) in cases {
+        let message = render_error(sets);
+        assert!(
+            message.contains(expected),
+            "{sets:?}: expected {expected:?} in {message}"
+        );
+    }
+}
+
+#[test]
+fn validators_reject_what_the_api_server_would() {
+    let objects = render_valid(&[]);
+
+    // An unknown field deep in an Istio object.
+    let mut vs = virtual_service(&objects).clone();
+    vs["spec"]["http"][0]["route"][0]["destination"]["subsett"] = json!("v2");
+    let err = istio().validate(&vs).expect_err("unknown field accepted");
+    assert!(err.to_string().contains("subsett"), "{err}");
+
+    // A bad enum and a wrong type.
+    let mut plugin = get(&objects, "WasmPlugin", "sms-checker-cohort-v1").clone();
+    plugin["spec"]["phase"] = json!("ROUTING");
+    assert!(istio().validate(&plugin).is_err(), "bad phase accepted");
+    let mut gateway = get(&objects, "Gateway", "sms-checker-gateway").clone();
+    gateway["spec"]["servers"][0]["port"]["number"] = json!("eighty");
+    assert!(istio().validate(&gateway).is_err(), "string port accepted");
+
+    // The pluginConfig stays open: the filter validates it.
+    let mut plugin = get(&objects, "WasmPlugin", "sms-checker-cohort-v1").clone();
+    plugin["spec"]["pluginConfig"]["anything"] = json!(1);
+    istio()
+        .validate(&plugin)
+        .expect("pluginConfig preserves unknown fields");
+
+    // A version the CRD does not serve.
+    let mut dr = get(&objects, "DestinationRule", "model-service").clone();
+    dr["apiVersion"] = json!("networking.istio.io/v2");
+    assert!(istio().validate(&dr).is_err(), "unserved version accepted");
+
+    // kubernetes-validate: unknown field, and a kind it has no schema for.
+    let mut deployment = get(&objects, "Deployment", "model-deployment-v1").clone();
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = json!({});
+    let err = chart::kubernetes_validate(&[&deployment], KUBERNETES_VERSION)
+        .expect_err("unknown Deployment field accepted");
+    assert!(err.to_string().contains("readinessProbes"), "{err}");
+    let err = chart::kubernetes_validate(&[virtual_service(&objects)], KUBERNETES_VERSION)
+        .expect_err("a kind without schema passed");
+    assert!(err.to_string().contains("find schema"), "{err}");
+}
