@@ -10,6 +10,7 @@
 //! `Ok(ExitCode)` is for outcomes that are not errors of the tool itself
 //! (e.g. a check that ran and found a failure).
 
+mod image;
 mod local;
 mod report;
 
@@ -34,6 +35,8 @@ enum Command {
     Run(local::RunArgs),
     /// Compare the experiment's versions on Prometheus data: tables, histograms, a verdict
     Report(report::ReportArgs),
+    /// Build the filter and model-service OCI images without Docker, and push them
+    Image(image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => local::run(args),
         Command::Report(args) => report::run(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(code) => code,
