@@ -1,0 +1,142 @@
+//! The router, its shared state, request bookkeeping and graceful serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::routes;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub model: Arc<Model>,
+    pub metrics: Metrics,
+    /// False until serving starts and again from the shutdown signal on.
+    pub ready: Arc<AtomicBool>,
+    pub version_header: HeaderValue,
+}
+
+impl AppState {
+    pub fn new(model: Model) -> Result<AppState, prometheus::Error> {
+        let metrics = Metrics::new(&model)?;
+        let version_header = HeaderValue::from_static(model.version.as_str());
+        Ok(AppState {
+            model: Arc::new(model),
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            version_header,
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = axum::http::HeaderName::from_static(routes::REQUEST_ID_HEADER);
+    Router::new()
+        .route("/", get(routes::usage))
+        .route("/predict", post(routes::predict))
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/version", get(routes::version))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/sms", get(routes::sms_page))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts every request by route template (never the raw path, which would
+/// let clients create unbounded label values) and logs it with its
+/// `x-request-id`: at debug level when it succeeded, info otherwise.
+async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let request_id = request.headers().get(routes::REQUEST_ID_HEADER).cloned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    state
+        .metrics
+        .observe_request(route, method.as_str(), status);
+    let micros = started.elapsed().as_micros() as u64;
+    if status.is_success() {
+        tracing::debug!(request_id, %method, route, status = status.as_u16(), micros, "request");
+    } else {
+        tracing::info!(request_id, %method, route, status = status.as_u16(), micros, "request");
+    }
+    response
+}
+
+/// Serves until `shutdown` resolves; then readiness turns false, the
+/// service keeps answering for `drain` (so load balancers stop sending),
+/// stops accepting, and waits for the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let ready = state.ready.clone();
+    let app = router(state);
+    ready.store(true, Ordering::Release);
+    let signal = async move {
+        shutdown.await;
+        ready.store(false, Ordering::Release);
+        tracing::info!(
+            drain_seconds = drain.as_secs_f64(),
+            "shutdown requested: not ready, draining"
+        );
+        tokio::time::sleep(drain).await;
+        tracing::info!("no longer accepting; finishing requests in flight");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes, `docker stop`) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,211 @@
+//! Turning an SMS into features, without allocating.
+//!
+//! Training and prediction share [`for_each_feature`], so a term in an
+//! artifact always maps to the id the request path computes for it.
+
+/// Longer words keep only their first characters: it bounds the stack
+/// buffers below, and tokens that long are URLs or noise.
+pub const MAX_WORD_CHARS: usize = 24;
+
+/// The kind of a feature; part of its id, so a word and a character n-gram
+/// with the same characters stay apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Word = 1,
+    Bigram = 2,
+    CharGram = 3,
+}
+
+/// Which features a model reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureSet {
+    pub words: bool,
+    pub bigrams: bool,
+    /// Character n-grams of each word padded with a space on both sides,
+    /// `n` from `.0` to `.1` inclusive (`None`: no character n-grams).
+    pub char_grams: Option<(usize, usize)>,
+}
+
+impl FeatureSet {
+    pub const WORDS: FeatureSet = FeatureSet {
+        words: true,
+        bigrams: false,
+        char_grams: None,
+    };
+}
+
+/// Currency signs are strong spam cues and are not alphanumeric, so they
+/// count as one-character words.
+fn is_symbol_word(c: char) -> bool {
+    matches!(c, '£' | '$' | '€')
+}
+
+/// Calls `emit` with each feature of `text`, as its kind and its lowercase
+/// characters. Words are maximal runs of alphanumeric characters.
+pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, &[char])) {
+    let mut word = ['\0'; MAX_WORD_CHARS];
+    let mut len = 0usize;
+    let mut prev = ['\0'; MAX_WORD_CHARS];
+    let mut prev_len = 0usize;
+    let mut chars = text.chars();
+    loop {
+        let next = chars.next();
+        match next {
+            Some(c) if c.is_alphanumeric() => {
+                for lower in c.to_lowercase() {
+                    if len < MAX_WORD_CHARS {
+                        word[len] = lower;
+                        len += 1;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if len > 0 {
+            emit_word(&word[..len], &prev[..prev_len], set, &mut emit);
+            prev[..len].copy_from_slice(&word[..len]);
+            prev_len = len;
+            len = 0;
+        }
+        match next {
+            Some(c) if is_symbol_word(c) => {
+                let symbol = [c];
+                emit_word(&symbol, &prev[..prev_len], set, &mut emit);
+                prev[0] = c;
+                prev_len = 1;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+}
+
+fn emit_word(word: &[char], prev: &[char], set: FeatureSet, emit: &mut impl FnMut(Kind, &[char])) {
+    if set.words {
+        emit(Kind::Word, word);
+    }
+    if set.bigrams && !prev.is_empty() {
+        let mut pair = ['\0'; 2 * MAX_WORD_CHARS + 1];
+        pair[..prev.len()].copy_from_slice(prev);
+        pair[prev.len()] = ' ';
+        pair[prev.len() + 1..prev.len() + 1 + word.len()].copy_from_slice(word);
+        emit(Kind::Bigram, &pair[..prev.len() + 1 + word.len()]);
+    }
+    if let Some((lo, hi)) = set.char_grams {
+        let mut padded = [' '; MAX_WORD_CHARS + 2];
+        padded[1..=word.len()].copy_from_slice(word);
+        let padded = &padded[..word.len() + 2];
+        for start in 0..padded.len() {
+            for n in lo..=hi {
+                if start + n > padded.len() {
+                    break;
+                }
+                emit(Kind::CharGram, &padded[start..start + n]);
+            }
+        }
+    }
+}
+
+/// A 64-bit id for a feature: FNV-1a over its kind and characters, then a
+/// SplitMix64 finaliser so that the low bits (used as hash buckets) mix well.
+pub fn feature_id(kind: Kind, chars: &[char]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = (OFFSET ^ kind as u64).wrapping_mul(PRIME);
+    for &c in chars {
+        hash = (hash ^ c as u64).wrapping_mul(PRIME);
+    }
+    mix64(hash)
+}
+
+/// SplitMix64's output function: a cheap bijective bit mixer.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The characters of a term as stored in an artifact, checked against the
+/// limits the tokenizer guarantees.
+pub fn term_chars(term: &str, kind: Kind) -> Option<Vec<char>> {
+    let chars: Vec<char> = term.chars().collect();
+    let max = match kind {
+        Kind::Word | Kind::CharGram => MAX_WORD_CHARS + 2,
+        Kind::Bigram => 2 * MAX_WORD_CHARS + 1,
+    };
+    (!chars.is_empty() && chars.len() <= max).then_some(chars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(text: &str, set: FeatureSet) -> Vec<(Kind, String)> {
+        let mut out = Vec::new();
+        for_each_feature(text, set, |kind, chars| {
+            out.push((kind, chars.iter().collect()))
+        });
+        out
+    }
+
+    #[test]
+    fn words_are_lowercase_alphanumeric_runs_and_currency_signs() {
+        let words: Vec<String> = collect("WIN £100 now!!! Call 0800-FREE", FeatureSet::WORDS)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        assert_eq!(words, ["win", "£", "100", "now", "call", "0800", "free"]);
+    }
+
+    #[test]
+    fn bigrams_join_neighbouring_words() {
+        let set = FeatureSet {
+            words: false,
+            bigrams: true,
+            char_grams: None,
+        };
+        let grams: Vec<String> = collect("free entry now", set)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        assert_eq!(grams, ["free entry", "entry now"]);
+    }
+
+    #[test]
+    fn char_grams_pad_each_word() {
+        let set = FeatureSet {
+            words: false,
+            bigrams: false,
+            char_grams: Some((3, 4)),
+        };
+        let grams: Vec<String> = collect("Hi", set).into_iter().map(|(_, w)| w).collect();
+        assert_eq!(grams, [" hi", " hi ", "hi "]);
+    }
+
+    #[test]
+    fn long_words_are_truncated() {
+        let long = "a".repeat(100);
+        let words = collect(&long, FeatureSet::WORDS);
+        assert_eq!(words.len(), 1);
+        assert_eq!(words[0].1.chars().count(), MAX_WORD_CHARS);
+    }
+
+    #[test]
+    fn ids_depend_on_kind_and_characters() {
+        let abc: Vec<char> = "abc".chars().collect();
+        let abd: Vec<char> = "abd".chars().collect();
+        assert_ne!(
+            feature_id(Kind::Word, &abc),
+            feature_id(Kind::CharGram, &abc)
+        );
+        assert_ne!(feature_id(Kind::Word, &abc), feature_id(Kind::Word, &abd));
+        assert_eq!(feature_id(Kind::Word, &abc), feature_id(Kind::Word, &abc));
+    }
+
+    #[test]
+    fn text_without_words_has_no_features() {
+        assert!(collect("  ?!. ", FeatureSet::WORDS).is_empty());
+        assert!(collect("", FeatureSet::WORDS).is_empty());
+    }
+}
