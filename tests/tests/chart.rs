@@ -653,6 +653,32 @@ fn full_match(regex: &str, text: &str) -> bool {
 }
 
 #[test]
+fn pod_annotations_can_be_left_to_the_mesh_config() {
+    let objects = render_valid(&[
+        ("monitoring.proxyConfigAnnotation", "false"),
+        ("monitoring.scrapeAnnotations", "false"),
+    ]);
+    for deployment in of_kind(&objects, "Deployment") {
+        let metadata = &deployment["spec"]["template"]["metadata"];
+        assert!(
+            metadata.get("annotations").is_none(),
+            "{}: {metadata}",
+            describe(deployment)
+        );
+    }
+    let objects = render_valid(&[
+        ("monitoring.proxyConfigAnnotation", "false"),
+        ("modelService.podAnnotations.team", "ml"),
+    ]);
+    for deployment in of_kind(&objects, "Deployment") {
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["team"], "ml");
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert!(annotations.get("proxy.istio.io/config").is_none());
+    }
+}
+
+#[test]
 fn images_by_tag_or_digest() {
     let objects = render_valid(&[("modelService.image.tag", "1.2.3")]);
     let image = &get(&objects, "Deployment", "model-deployment-v1")["spec"]["template"]["spec"]["containers"]
