@@ -923,6 +923,15 @@ fn schema_rejects_bad_values_with_clear_messages() {
             &[("versions.v2.fault.delay.fixedDelay", "soon")],
             "/versions/v2/fault/delay/fixedDelay",
         ),
+        (
+            // Istio refuses delays under 1ms.
+            &[("versions.v2.fault.delay.fixedDelay", "0s")],
+            "/versions/v2/fault/delay/fixedDelay",
+        ),
+        (
+            &[("monitoring.podMonitor.interval", "1.5s")],
+            "/monitoring/podMonitor/interval",
+        ),
     ];
     for (sets, expected) in cases {
         let message = render_error(sets);
