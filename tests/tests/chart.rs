@@ -1029,3 +1029,70 @@ fn validators_reject_what_the_api_server_would() {
         .expect_err("a kind without schema passed");
     assert!(err.to_string().contains("find schema"), "{err}");
 }
+
+/// The filter's own validation (the code that runs in `on_configure`)
+/// accepts every pluginConfig the chart renders, and reads it as intended.
+#[test]
+fn filter_accepts_every_rendered_plugin_config() {
+    use sms_checker_filter::config::{PluginConfig, Role};
+
+    let token_sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let cases: &[&[(&str, &str)]] = &[
+        &[],
+        &[
+            ("istio.trafficSplit.stable", "95"),
+            ("istio.trafficSplit.canary", "5"),
+        ],
+        &[("versions.v2.enabled", "false")],
+        &[("versions.v3.enabled", "false")],
+        &[
+            ("istio.trafficSplit.stable", "100"),
+            ("istio.trafficSplit.canary", "0"),
+        ],
+        &[
+            ("experiment.userIdHeader", "x-user-id"),
+            ("experiment.override.tokenSha256", token_sha),
+            ("experiment.cookie.secure", "true"),
+            ("experiment.salt", "a salt with spaces"),
+        ],
+    ];
+    for sets in cases {
+        let objects = render_valid(sets);
+        let plugins = of_kind(&objects, "WasmPlugin");
+        assert!(plugins.len() >= 3, "{sets:?}: WasmPlugins rendered");
+        for plugin in plugins {
+            let json = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).expect("json");
+            let config = PluginConfig::from_json(&json)
+                .unwrap_or_else(|e| panic!("{sets:?}: filter refused {}: {e}", describe(plugin)));
+            let rendered: Vec<(String, i64)> = config
+                .cohorts
+                .iter()
+                .map(|c| (c.name.clone(), i64::from(c.weight)))
+                .collect();
+            assert_eq!(rendered, cohorts(&plugin["spec"]["pluginConfig"]));
+            let name = plugin["metadata"]["name"].as_str().expect("name");
+            match (&config.role, name.strip_prefix("sms-checker-cohort-")) {
+                (Role::Gateway(gateway), Some("gateway")) => {
+                    assert_eq!(
+                        gateway.override_.is_some(),
+                        sets.iter().any(|(k, _)| k.contains("tokenSha256")),
+                        "{sets:?}: override"
+                    );
+                }
+                (Role::Sidecar(sidecar), Some(version)) => {
+                    assert_eq!(sidecar.version.as_deref(), Some(version));
+                    assert_eq!(sidecar.mirrored, version == "v3");
+                }
+                (role, _) => panic!("{name} has role {role:?}"),
+            }
+        }
+    }
+
+    // The check is real: a typo'd key in the rendered config is refused.
+    let objects = render_valid(&[]);
+    let mut config = plugin_config(&objects, "sms-checker-cohort-gateway").clone();
+    config["cookies"] = config["cookie"].clone();
+    let json = serde_json::to_vec(&config).expect("json");
+    let err = PluginConfig::from_json(&json).expect_err("unknown key accepted");
+    assert!(err.to_string().contains("cookies"), "{err}");
+}
