@@ -78,8 +78,23 @@ fn regex_escape(text: &str) -> String {
     out
 }
 
-fn wasm_filter(plugin: &PluginPlan, wasm: &Path) -> Value {
-    json!({
+/// The plugin's filter. When its configuration was refused at load time,
+/// the WasmPlugin's failStrategy decides, like Envoy's `failure_policy` does
+/// for a plugin that fails at run time: FAIL_OPEN leaves the filter out,
+/// FAIL_CLOSE answers every request with 503.
+fn wasm_filter(plugin: &PluginPlan, wasm: &Path) -> Option<Value> {
+    if plugin.refused {
+        return (!plugin.fail_open).then(|| {
+            json!({
+                "name": format!("{}.fail-closed", plugin.name),
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                    "abort": {"http_status": 503, "percentage": per_million(100.0)},
+                },
+            })
+        });
+    }
+    Some(json!({
         "name": plugin.name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -100,7 +115,7 @@ fn wasm_filter(plugin: &PluginPlan, wasm: &Path) -> Value {
                 "failure_policy": if plugin.fail_open { "FAIL_OPEN" } else { "FAIL_CLOSED" },
             },
         },
-    })
+    }))
 }
 
 fn router() -> Value {
@@ -116,7 +131,7 @@ fn http_filters(plugins: &[PluginPlan], wasm: &Path, with_fault: bool) -> Vec<Va
     let mut filters: Vec<Value> = plugins
         .iter()
         .filter(|p| p.early)
-        .map(|p| wasm_filter(p, wasm))
+        .filter_map(|p| wasm_filter(p, wasm))
         .collect();
     if with_fault {
         filters.push(json!({
@@ -128,7 +143,7 @@ fn http_filters(plugins: &[PluginPlan], wasm: &Path, with_fault: bool) -> Vec<Va
         plugins
             .iter()
             .filter(|p| !p.early)
-            .map(|p| wasm_filter(p, wasm)),
+            .filter_map(|p| wasm_filter(p, wasm)),
     );
     filters.push(router());
     filters
@@ -282,6 +297,7 @@ pub struct ProxyPorts<'a> {
 /// DestinationRule subset pointing at that version's sidecar.
 pub fn gateway_bootstrap(
     plan: &super::plan::MeshPlan,
+    plugins: &[PluginPlan],
     ports: &ProxyPorts<'_>,
     sidecar_ports: &[u16],
     wasm: &Path,
@@ -331,7 +347,7 @@ pub fn gateway_bootstrap(
                 ports.listen,
                 "outbound_0.0.0.0_8080",
                 json!({"name": "http.8080", "virtual_hosts": virtual_hosts}),
-                http_filters(&gateway.plugins, wasm, with_fault),
+                http_filters(plugins, wasm, with_fault),
                 ports.access_log,
             )],
             "clusters": clusters,
@@ -343,6 +359,7 @@ pub fn gateway_bootstrap(
 /// model-service process as the inbound cluster.
 pub fn sidecar_bootstrap(
     workload: &Workload,
+    plugins: &[PluginPlan],
     ports: &ProxyPorts<'_>,
     service_port: u16,
     wasm: &Path,
@@ -380,7 +397,7 @@ pub fn sidecar_bootstrap(
                         }],
                     }],
                 }),
-                http_filters(&workload.plugins, wasm, false),
+                http_filters(plugins, wasm, false),
                 ports.access_log,
             )],
             "clusters": [static_cluster(&cluster, &[service_port])],

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// The Helm chart to render
     #[arg(long, default_value = "manifests/sms-checker")]
     pub chart: PathBuf,
+    /// Use this already rendered manifest (e.g. `helm template` output,
+    /// post-processed) instead of rendering the chart; `--set` then has no effect
+    #[arg(long, conflicts_with = "set")]
+    pub manifest: Option<PathBuf>,
     /// Release name for `helm template`
     #[arg(long, default_value = "sms-checker")]
     pub release: String,
@@ -156,26 +160,73 @@ fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
-/// `envoy --mode validate`: catches a bad translation before anything starts.
-fn validate(envoy: &Path, name: &str, config: &Path) -> anyhow::Result<()> {
+/// `envoy --mode validate`; `Err(output)` when Envoy refuses the config.
+fn envoy_validate(envoy: &Path, config: &Path) -> anyhow::Result<Result<(), String>> {
     let output = std::process::Command::new(envoy)
         .args(["--mode", "validate", "--log-level", "error", "-c"])
         .arg(config)
         .output()
         .with_context(|| format!("run {}", envoy.display()))?;
     if output.status.success() {
-        return Ok(());
+        return Ok(Ok(()));
     }
-    Err(RunError::EnvoyRejects {
-        name: name.to_string(),
-        path: config.to_path_buf(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+    Ok(Err(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )))
+}
+
+/// Writes a proxy's bootstrap and has Envoy validate it. A Wasm plugin whose
+/// configuration the filter refuses is marked refused (its failStrategy then
+/// shapes the filter chain) and reported with the filter's own message; any
+/// other refusal is an error, since it means a bad translation.
+fn write_validated(
+    envoy: &Path,
+    proxy: &str,
+    path: &Path,
+    plugins: &mut [plan::PluginPlan],
+    build: impl Fn(&[plan::PluginPlan]) -> serde_json::Value,
+) -> anyhow::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    loop {
+        write_json(path, &build(plugins))?;
+        let Err(output) = envoy_validate(envoy, path)? else {
+            return Ok(findings);
+        };
+        let mut refused_any = false;
+        for plugin in plugins.iter_mut().filter(|p| !p.refused) {
+            if !output.contains(&format!("Unable to create Wasm plugin {}", plugin.name)) {
+                continue;
+            }
+            let prefix = format!("wasm log {}: ", plugin.name);
+            let message = output
+                .lines()
+                .filter_map(|line| line.split_once(&prefix).map(|(_, m)| m.trim().to_string()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            plugin.refused = true;
+            refused_any = true;
+            findings.push(Finding::Refused {
+                plugin: plugin.name.clone(),
+                proxy: proxy.to_string(),
+                message: if message.is_empty() {
+                    "see the proxy log".into()
+                } else {
+                    message
+                },
+                fail_open: plugin.fail_open,
+            });
+        }
+        if !refused_any {
+            return Err(RunError::EnvoyRejects {
+                name: proxy.to_string(),
+                path: path.to_path_buf(),
+                output,
+            }
+            .into());
+        }
     }
-    .into())
 }
 
 fn abs(path: &Path) -> anyhow::Result<PathBuf> {
@@ -192,12 +243,18 @@ struct Prepared {
 }
 
 fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
-    require("helm", &args.helm, "run `make tools`")?;
     require("envoy", &args.envoy, "run `make tools`")?;
     let wasm = abs(&args.wasm)?;
-    let yaml = chart::render(&args.helm, &args.chart, &args.release, &args.set)?;
+    let yaml = match &args.manifest {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read manifest {}", path.display()))?,
+        None => {
+            require("helm", &args.helm, "run `make tools`")?;
+            chart::render(&args.helm, &args.chart, &args.release, &args.set)?
+        }
+    };
     let objects = chart::parse_objects(&yaml)?;
-    let plan = plan::translate(&objects, &wasm.display().to_string())?;
+    let mut plan = plan::translate(&objects, &wasm.display().to_string())?;
     let ports = allocate_ports(args, plan.workloads.len())?;
 
     let run_dir = abs(&args.run_dir)?;
@@ -207,12 +264,12 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let log = |name: &str| run_dir.join(format!("{name}.log"));
 
     let mut specs = Vec::new();
-    let mut envoy_configs = Vec::new();
     let sidecar_ports: Vec<u16> = ports.workloads.iter().map(|p| p.0).collect();
     let models_dir = abs(&args.models_dir)?;
     let model_service = abs(&args.model_service)?;
-    for (workload, &(inbound, admin, service)) in plan.workloads.iter().zip(&ports.workloads) {
-        let version = &workload.version;
+    let mut findings = Vec::new();
+    for (workload, &(inbound, admin, service)) in plan.workloads.iter_mut().zip(&ports.workloads) {
+        let version = &workload.version.clone();
         let name = format!("model-{version}");
         let mut env = workload.env.clone();
         env.retain(|(k, _)| {
@@ -238,18 +295,17 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         let sidecar = format!("sidecar-{version}");
         let config = run_dir.join(format!("{sidecar}.json"));
         let access_log = run_dir.join(format!("{sidecar}.access.log"));
-        let bootstrap = envoy::sidecar_bootstrap(
-            workload,
-            &envoy::ProxyPorts {
-                listen: inbound,
-                admin,
-                access_log: &access_log,
-            },
-            service,
-            &wasm,
-        );
-        write_json(&config, &bootstrap)?;
-        envoy_configs.push((sidecar.clone(), config.clone()));
+        let mut plugins = std::mem::take(&mut workload.plugins);
+        let proxy_ports = envoy::ProxyPorts {
+            listen: inbound,
+            admin,
+            access_log: &access_log,
+        };
+        let refused = write_validated(&args.envoy, &sidecar, &config, &mut plugins, |plugins| {
+            envoy::sidecar_bootstrap(workload, plugins, &proxy_ports, service, &wasm)
+        })?;
+        workload.plugins = plugins;
+        findings.extend(refused);
         let spec = envoy_spec(args, &sidecar, &config, admin, log(&sidecar))?;
         let state = ComponentState::new(
             &spec,
@@ -262,18 +318,18 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 
     let config = run_dir.join("gateway.json");
     let access_log = run_dir.join("gateway.access.log");
-    let bootstrap = envoy::gateway_bootstrap(
-        &plan,
-        &envoy::ProxyPorts {
-            listen: ports.gateway,
-            admin: ports.gateway_admin,
-            access_log: &access_log,
-        },
-        &sidecar_ports,
-        &wasm,
-    );
-    write_json(&config, &bootstrap)?;
-    envoy_configs.push(("gateway".into(), config.clone()));
+    let mut plugins = std::mem::take(&mut plan.gateway.plugins);
+    let proxy_ports = envoy::ProxyPorts {
+        listen: ports.gateway,
+        admin: ports.gateway_admin,
+        access_log: &access_log,
+    };
+    let refused = write_validated(&args.envoy, "gateway", &config, &mut plugins, |plugins| {
+        envoy::gateway_bootstrap(&plan, plugins, &proxy_ports, &sidecar_ports, &wasm)
+    })?;
+    plan.gateway.plugins = plugins;
+    findings.extend(refused);
+    plan.findings.extend(findings);
     let spec = envoy_spec(
         args,
         "gateway",
@@ -288,10 +344,6 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         [("http", ports.gateway), ("admin", ports.gateway_admin)],
     );
     specs.push((spec, state));
-
-    for (name, config) in &envoy_configs {
-        validate(&args.envoy, name, config)?;
-    }
 
     let mut urls = Vec::new();
     let host = plan
@@ -429,6 +481,13 @@ fn print_findings(findings: &[Finding]) {
     );
     for finding in findings {
         println!("  - {finding}");
+    }
+    // A refused plugin configuration changes what users see: say it last and loudly.
+    for finding in findings
+        .iter()
+        .filter(|f| matches!(f, Finding::Refused { .. }))
+    {
+        eprintln!("warning: {finding}");
     }
 }
 

@@ -31,6 +31,13 @@ pub enum Finding {
     UnknownField { object: String, field: String },
     /// A deliberate local substitution (e.g. the Wasm module URL).
     Substituted { object: String, what: String },
+    /// The filter refused a plugin's configuration; its failStrategy decided.
+    Refused {
+        plugin: String,
+        proxy: String,
+        message: String,
+        fail_open: bool,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -44,6 +51,22 @@ impl fmt::Display for Finding {
                 write!(f, "{object}: unknown field {field} ignored")
             }
             Finding::Substituted { object, what } => write!(f, "{object}: {what}"),
+            Finding::Refused {
+                plugin,
+                proxy,
+                message,
+                fail_open,
+            } => {
+                let outcome = if *fail_open {
+                    "failStrategy FAIL_OPEN: the proxy runs without this filter"
+                } else {
+                    "failStrategy FAIL_CLOSE: the proxy answers 503"
+                };
+                write!(
+                    f,
+                    "WasmPlugin {plugin} on {proxy}: configuration refused: {message} ({outcome})"
+                )
+            }
         }
     }
 }
@@ -123,6 +146,8 @@ pub struct PluginPlan {
     /// Runs before the fault filter (Istio's AUTHN/AUTHZ phases) or after it.
     pub early: bool,
     pub priority: i64,
+    /// Set when Envoy refused the plugin's configuration at load time.
+    pub refused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1062,6 +1087,7 @@ fn wasm_plugin(
         fail_open,
         early,
         priority: spec.priority.unwrap_or(0),
+        refused: false,
     })
 }
 
