@@ -3,6 +3,7 @@
 
 pub mod chart;
 pub mod process;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -82,10 +82,10 @@ fn traffic_svg(report: &Report) -> String {
         .iter()
         .filter(|v| v.mirror_coverage.is_some())
         .collect();
-    let height = 60 + 34 * shadows.len();
+    let height = 80 + 34 * shadows.len();
     let mut out = format!(
         "<svg class=\"traffic\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"live traffic share per version\">",
-        WIDTH + 140.0
+        WIDTH + 240.0
     );
     let _ = write!(out, "<text x=\"0\" y=\"14\">live traffic share</text>");
     let mut x = 0.0;
@@ -102,20 +102,21 @@ fn traffic_svg(report: &Report) -> String {
             render::count(v.sidecar_requests),
             render::percent(Some(share)),
         );
-        if w > 60.0 {
-            let _ = write!(
-                out,
-                "<text x=\"{:.2}\" y=\"35\" style=\"fill:#fff\">{} {}</text>",
-                x + 4.0,
-                escape(&v.version),
-                render::percent(Some(share))
-            );
-        }
+        // The legend under the bar names every version, even a thin slice.
+        let lx = 150.0 * i as f64;
+        let _ = write!(
+            out,
+            "<rect x=\"{lx}\" y=\"48\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"57\">{} {} ({})</text>",
+            lx + 14.0,
+            escape(&v.version),
+            render::percent(Some(share)),
+            render::count(v.sidecar_requests),
+        );
         x += w;
     }
     for (i, v) in shadows.iter().enumerate() {
         let coverage = v.mirror_coverage.unwrap_or(0.0);
-        let y = 52.0 + 34.0 * i as f64;
+        let y = 72.0 + 34.0 * i as f64;
         let _ = write!(
             out,
             "<rect x=\"0\" y=\"{y}\" width=\"{WIDTH}\" height=\"18\" fill=\"#eee\"/>\
@@ -144,7 +145,8 @@ fn histogram_svg(latency: &Latency) -> String {
     const BAR: f64 = 34.0;
     const PLOT: f64 = 140.0;
     let max = latency.bins.iter().map(|b| b.count).fold(0.0_f64, f64::max);
-    let width = 40.0 + BAR * latency.bins.len() as f64;
+    // Wide enough for the quantile caption under few buckets.
+    let width = (80.0 + BAR * latency.bins.len() as f64).max(320.0);
     let mut out = format!(
         "<svg class=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" data-subject=\"{}\" data-source=\"{}\" data-count=\"{}\" width=\"{width:.0}\" height=\"{}\" role=\"img\" aria-label=\"latency histogram of {} ({})\">",
         escape(&latency.subject),
