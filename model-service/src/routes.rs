@@ -134,6 +134,12 @@ pub async fn predict(
             }
             _ => ApiError::InvalidJson(err.to_string()),
         })?;
+    // serde also reads a struct from a JSON array; the API takes objects only.
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::InvalidField(
+            "the body must be a JSON object with a string field `sms`".to_string(),
+        ));
+    }
     if request.sms.trim().is_empty() {
         return Err(ApiError::EmptySms);
     }
