@@ -765,11 +765,14 @@ fn mesh_routing_and_gateway_can_be_turned_off() {
     let objects = render_valid(&[
         ("istio.meshRouting", "false"),
         ("istio.gateway.enabled", "false"),
-        ("istio.gateway.name", "shared-gateway"),
+        ("istio.gateway.name", "istio-system/shared-gateway"),
     ]);
     assert!(of_kind(&objects, "Gateway").is_empty());
     let vs = virtual_service(&objects);
-    assert_eq!(vs["spec"]["gateways"], json!(["shared-gateway"]));
+    assert_eq!(
+        vs["spec"]["gateways"],
+        json!(["istio-system/shared-gateway"])
+    );
     assert_eq!(vs["spec"]["hosts"], json!(["sms-checker.local"]));
 
     let objects = render_valid(&[("filter.enabled", "false")]);
@@ -955,6 +958,10 @@ fn templates_reject_what_the_schema_cannot_express() {
                 ("istio.trafficSplit.canary", "40"),
             ],
             "must add up to 100, got 90",
+        ),
+        (
+            &[("istio.gateway.name", "istio-system/shared")],
+            "a namespace/name reference needs istio.gateway.enabled=false",
         ),
         (
             &[("versions.v1.enabled", "false")],

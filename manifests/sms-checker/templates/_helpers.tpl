@@ -102,6 +102,9 @@ depends on them, so `helm template` fails with one clear message.
 {{- if and $e.override.tokenSha256 (eq $e.override.header $e.override.tokenHeader) -}}
 {{- fail (printf "experiment.override.header and experiment.override.tokenHeader must differ, both are %s" $e.override.header) -}}
 {{- end -}}
+{{- if and .Values.istio.gateway.enabled (contains "/" .Values.istio.gateway.name) -}}
+{{- fail (printf "istio.gateway.name=%s: a namespace/name reference needs istio.gateway.enabled=false (the chart creates its Gateway in the release namespace)" .Values.istio.gateway.name) -}}
+{{- end -}}
 {{- if not .Values.versions.v1.enabled -}}
 {{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
 {{- end -}}
