@@ -145,10 +145,12 @@ impl Dataset {
                 .filter_map(|(le, count)| {
                     let bound = le.parse::<f64>().ok()?;
                     Some(Bucket {
-                        upper_bound: if bound.is_infinite() {
+                        // Rounded to 12 decimals so 0.000005 s shows as 0.005 ms,
+                        // not 0.005000000000000001.
+                        upper_bound: if bound.is_infinite() || scale == 1.0 {
                             bound
                         } else {
-                            bound * scale
+                            (bound * scale * 1e12).round() / 1e12
                         },
                         count,
                     })

@@ -54,6 +54,10 @@ pub enum Format {
 /// Compare the versions of an experiment on Prometheus data and recommend
 /// promote / hold / roll back (exit 0 / 3 / 4; 5 = insufficient data).
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 promote, 3 hold, 4 roll back, 5 insufficient data; \
+                  1 the report failed (e.g. Prometheus unreachable), 2 usage error."
+)]
 pub struct ReportArgs {
     /// Prometheus base URL (a cluster's through `kubectl port-forward`)
     #[arg(long, default_value = "http://127.0.0.1:9090", env = "MESHCTL_PROMETHEUS", value_parser = parse_url)]
