@@ -1103,3 +1103,81 @@ fn filter_accepts_every_rendered_plugin_config() {
     let err = PluginConfig::from_json(&json).expect_err("unknown key accepted");
     assert!(err.to_string().contains("cookies"), "{err}");
 }
+
+#[test]
+fn subsets_and_service_select_the_versions_pods() {
+    let objects = render_valid(&[]);
+    let service = get(&objects, "Service", "model-service");
+    let rule = get(&objects, "DestinationRule", "model-service");
+    assert_eq!(rule["spec"]["host"], "model-service");
+    let matches = |selector: &Value, labels: &Value| {
+        selector
+            .as_object()
+            .expect("selector")
+            .iter()
+            .all(|(k, v)| &labels[k] == v)
+    };
+    for deployment in of_kind(&objects, "Deployment") {
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        assert!(
+            matches(&deployment["spec"]["selector"]["matchLabels"], labels),
+            "{} selects its own pods",
+            describe(deployment)
+        );
+        assert!(
+            matches(&service["spec"]["selector"], labels),
+            "Service selects {}",
+            describe(deployment)
+        );
+        // Exactly one subset picks each version's pods.
+        let picked: Vec<&Value> = rule["spec"]["subsets"]
+            .as_array()
+            .expect("subsets")
+            .iter()
+            .filter(|s| matches(&s["labels"], labels))
+            .collect();
+        assert_eq!(picked.len(), 1, "{}", describe(deployment));
+        assert_eq!(picked[0]["name"], labels["version"]);
+    }
+}
+
+#[test]
+fn install_dry_run_prints_how_to_reach_the_app() {
+    let chart = chart::chart_dir();
+    let out = chart::helm(&[
+        "install",
+        "sms-checker",
+        &chart.to_string_lossy(),
+        "--dry-run=client",
+        "--namespace",
+        "demo",
+        "--set",
+        "istio.host=custom.grader.local",
+        "--set",
+        "istio.trafficSplit.stable=95",
+        "--set",
+        "istio.trafficSplit.canary=5",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let notes = out.split_once("NOTES:").expect("NOTES printed").1;
+    for needle in [
+        "http://custom.grader.local:8080/sms",
+        "stable 95%, canary 5%",
+        "get svc -l istio=ingressgateway",
+        "deployment/model-deployment-v1",
+        "sms_model_",
+    ] {
+        assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
+    }
+
+    // Chart.yaml's kubeVersion keeps it off clusters older than 1.33.
+    let err = chart::helm(&[
+        "template",
+        "sms-checker",
+        &chart.to_string_lossy(),
+        "--kube-version",
+        "1.32.0",
+    ])
+    .expect_err("Kubernetes 1.32 accepted");
+    assert!(err.to_string().contains("requires kubeVersion"), "{err}");
+}
