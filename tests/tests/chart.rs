@@ -686,11 +686,9 @@ fn images_by_tag_or_digest() {
     assert_eq!(image, "ghcr.io/sms-checker/model-service:1.2.3");
 
     let digest = format!("sha256:{}", "a".repeat(64));
-    let wasm_sha = "b".repeat(64);
-    let url = format!(
-        "oci://registry.example/sms/filter@sha256:{}",
-        "c".repeat(64)
-    );
+    // By digest, with the same digest as the checksum Istio verifies.
+    let wasm_sha = "c".repeat(64);
+    let url = format!("oci://registry.example/sms/filter@sha256:{wasm_sha}");
     let objects = render_valid(&[
         (
             "modelService.image.repository",
@@ -962,6 +960,16 @@ fn templates_reject_what_the_schema_cannot_express() {
         (
             &[("istio.gateway.name", "istio-system/shared")],
             "a namespace/name reference needs istio.gateway.enabled=false",
+        ),
+        (
+            &[
+                (
+                    "filter.url",
+                    &format!("oci://r.example/f@sha256:{}", "a".repeat(64)),
+                ),
+                ("filter.sha256", &"b".repeat(64)),
+            ],
+            "does not match the digest in filter.url",
         ),
         (
             &[("versions.v1.enabled", "false")],

@@ -105,6 +105,10 @@ depends on them, so `helm template` fails with one clear message.
 {{- if and .Values.istio.gateway.enabled (contains "/" .Values.istio.gateway.name) -}}
 {{- fail (printf "istio.gateway.name=%s: a namespace/name reference needs istio.gateway.enabled=false (the chart creates its Gateway in the release namespace)" .Values.istio.gateway.name) -}}
 {{- end -}}
+{{- $filter := .Values.filter -}}
+{{- if and $filter.sha256 (contains "@sha256:" $filter.url) (ne (splitList "@sha256:" $filter.url | last) $filter.sha256) -}}
+{{- fail (printf "filter.sha256=%s does not match the digest in filter.url=%s: Istio would refuse the module" $filter.sha256 $filter.url) -}}
+{{- end -}}
 {{- if not .Values.versions.v1.enabled -}}
 {{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
 {{- end -}}
