@@ -1,0 +1,476 @@
+//! The local mesh (`meshctl run`) as a test fixture.
+//!
+//! ```no_run
+//! use sms_checker_tests::mesh::LocalMesh;
+//! let mesh = LocalMesh::start(&["istio.trafficSplit.stable=95", "istio.trafficSplit.canary=5"]);
+//! let body = mesh.client().get(&mesh.url("/health")).call();
+//! mesh.kill("model-v3"); // a crash: SIGKILL to that process group
+//! mesh.restart("gateway"); // stop and start again, same ports
+//! // Dropping `mesh` stops meshctl, which stops every process it started.
+//! ```
+//!
+//! Every port is picked free on 127.0.0.1 (`--base-port 0`), Prometheus
+//! scrapes every second, and the run directory is a temporary folder, so
+//! meshes of several tests can run side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::process::Process;
+use crate::{envoy_bin, free_port, helm_bin, tool, wait_for, workspace_root};
+
+/// The `meshctl` binary (`make meshctl`, part of `make test`'s prerequisites).
+pub fn meshctl_bin() -> PathBuf {
+    tool("MESHCTL_BIN", "target/debug/meshctl")
+}
+
+/// The cohort filter module (`make wasm`).
+pub fn filter_wasm() -> PathBuf {
+    tool(
+        "FILTER_WASM",
+        "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm",
+    )
+}
+
+/// The model-service binary (release build, as `make run` uses).
+pub fn model_service_bin() -> PathBuf {
+    tool("MODEL_SERVICE_BIN", "target/release/model-service")
+}
+
+/// How to start a mesh; [`LocalMesh::start`] covers the common case.
+#[derive(Debug, Clone, Default)]
+pub struct MeshOptions {
+    /// Chart values, each as `helm --set` takes it.
+    pub sets: Vec<String>,
+    /// An already rendered manifest to run instead of rendering the chart.
+    pub manifest: Option<PathBuf>,
+}
+
+/// One component as `state.json` describes it.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub kind: String,
+    pub version: Option<String>,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub restarts: u64,
+    pub http_port: u16,
+    pub admin_port: Option<u16>,
+    pub log: PathBuf,
+}
+
+/// A running local mesh; dropping it stops everything it started.
+pub struct LocalMesh {
+    // Field order matters: meshctl stops before its run dir is removed.
+    meshctl: Process,
+    run_dir: tempfile::TempDir,
+}
+
+impl LocalMesh {
+    /// Starts the mesh from the chart rendered with `sets` and waits until
+    /// every component is ready.
+    pub fn start(sets: &[&str]) -> LocalMesh {
+        LocalMesh::start_with(MeshOptions {
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..MeshOptions::default()
+        })
+    }
+
+    pub fn start_with(options: MeshOptions) -> LocalMesh {
+        let run_dir = tempfile::Builder::new()
+            .prefix("local-mesh-")
+            .tempdir()
+            .expect("create a run dir");
+        let mut command = Command::new(meshctl_bin());
+        command
+            .current_dir(workspace_root())
+            .arg("run")
+            .arg("--run-dir")
+            .arg(run_dir.path())
+            .args(["--gateway-port", &free_port().to_string()])
+            .args(["--prometheus-port", &free_port().to_string()])
+            .args(["--base-port", "0", "--scrape-interval", "1s"])
+            .arg("--helm")
+            .arg(helm_bin())
+            .arg("--envoy")
+            .arg(envoy_bin())
+            .arg("--wasm")
+            .arg(filter_wasm())
+            .arg("--model-service")
+            .arg(model_service_bin());
+        for set in &options.sets {
+            command.arg("--set").arg(set);
+        }
+        if let Some(manifest) = &options.manifest {
+            command.arg("--manifest").arg(manifest);
+        }
+        let log = run_dir.path().join("meshctl.out");
+        let mut meshctl = Process::spawn("meshctl", command, &log);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = meshctl.try_wait() {
+                panic!(
+                    "meshctl exited ({status}) before the mesh was ready:\n{}",
+                    meshctl.log()
+                );
+            }
+            if read_state(run_dir.path()).is_some_and(|s| s["ready"] == true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the local mesh was not ready after 120 s:\n{}",
+                meshctl.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LocalMesh { meshctl, run_dir }
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// The `state.json` meshctl keeps current.
+    pub fn state(&self) -> Value {
+        read_state(self.run_dir()).expect("state.json of a running mesh")
+    }
+
+    pub fn meshctl_pid(&self) -> u32 {
+        self.meshctl.pid()
+    }
+
+    /// What meshctl printed so far (URLs, findings, warnings).
+    pub fn output(&self) -> String {
+        self.meshctl.log()
+    }
+
+    /// The findings meshctl listed: what the local mesh does not reproduce.
+    pub fn findings(&self) -> Vec<String> {
+        self.state()["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn components(&self) -> Vec<Component> {
+        self.state()["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Component {
+                name: c["name"].as_str().unwrap_or_default().to_string(),
+                kind: c["kind"].as_str().unwrap_or_default().to_string(),
+                version: c["version"].as_str().map(str::to_string),
+                pid: c["pid"].as_u64().map(|p| p as u32),
+                running: c["running"] == true,
+                restarts: c["restarts"].as_u64().unwrap_or(0),
+                http_port: c["ports"]["http"].as_u64().unwrap_or(0) as u16,
+                admin_port: c["ports"]["admin"].as_u64().map(|p| p as u16),
+                log: PathBuf::from(c["log"].as_str().unwrap_or_default()),
+            })
+            .collect()
+    }
+
+    /// A component by name: `gateway`, `sidecar-v1`, `model-v1`, `prometheus`, ...
+    pub fn component(&self, name: &str) -> Component {
+        self.components()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no component {name} in {}", self.state()))
+    }
+
+    /// `http://127.0.0.1:<gateway port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}{path}",
+            self.component("gateway").http_port
+        )
+    }
+
+    /// `http://127.0.0.1:<prometheus port>`.
+    pub fn prometheus_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.component("prometheus").http_port
+        )
+    }
+
+    /// An HTTP client that returns every status as a response, with no
+    /// cookie jar (tests carry the user cookie themselves).
+    pub fn client(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(15)))
+            .build()
+            .new_agent()
+    }
+
+    /// `/stats/prometheus` of a proxy (`gateway`, `sidecar-v1`, ...).
+    pub fn proxy_stats(&self, name: &str) -> String {
+        let admin = self
+            .component(name)
+            .admin_port
+            .expect("a proxy has an admin port");
+        get_text(&format!("http://127.0.0.1:{admin}/stats/prometheus"))
+    }
+
+    /// `/metrics` of a model-service (`model-v1`, ...).
+    pub fn service_metrics(&self, name: &str) -> String {
+        let port = self.component(name).http_port;
+        get_text(&format!("http://127.0.0.1:{port}/metrics"))
+    }
+
+    /// A PromQL instant query: each result's labels and value.
+    pub fn prometheus_query(&self, query: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
+        let url = format!("{}/api/v1/query", self.prometheus_url());
+        let mut response = self
+            .client()
+            .get(&url)
+            .query("query", query)
+            .call()
+            .unwrap_or_else(|err| panic!("query Prometheus: {err}"));
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default())
+                .expect("Prometheus answers JSON");
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let labels = r["metric"].as_object().cloned().unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Simulates a crash: SIGKILL to the component's process group. meshctl
+    /// notices and marks it stopped; it is not restarted.
+    pub fn kill(&self, name: &str) {
+        let pid = self
+            .component(name)
+            .pid
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        killpg(Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .unwrap_or_else(|err| panic!("kill {name}: {err}"));
+        wait_for(
+            &format!("meshctl to see {name} stopped"),
+            Duration::from_secs(10),
+            || (!self.component(name).running).then_some(()),
+        );
+    }
+
+    /// Asks meshctl to stop and start a component again on the same ports,
+    /// and waits until it is ready.
+    pub fn restart(&self, name: &str) {
+        self.control(name, "restart");
+    }
+
+    /// Asks meshctl to stop a component (graceful, unlike [`LocalMesh::kill`]).
+    pub fn stop(&self, name: &str) {
+        self.control(name, "stop");
+    }
+
+    fn control(&self, name: &str, action: &str) {
+        let before = self.component(name).restarts;
+        let request = self
+            .run_dir()
+            .join("control")
+            .join(format!("{name}.{action}"));
+        std::fs::write(&request, "").expect("write a control request");
+        wait_for(
+            &format!("{action} of {name}"),
+            Duration::from_secs(90),
+            || {
+                let done = !request.exists();
+                let component = self.component(name);
+                let settled = match action {
+                    "stop" => !component.running,
+                    _ => component.running && component.restarts > before,
+                };
+                (done && settled).then_some(())
+            },
+        );
+    }
+
+    /// Stops meshctl the way Ctrl-C does and returns its exit status.
+    pub fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        self.meshctl.signal(Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.meshctl.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+fn read_state(run_dir: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(run_dir.join("state.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn get_text(url: &str) -> String {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|err| panic!("read {url}: {err}"))
+}
+
+/// The sum of a metric's samples whose labels include every `(name, value)`
+/// in `labels`, from Prometheus exposition text.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if name != metric {
+                return None;
+            }
+            let label_text = rest.trim_end_matches('}');
+            let matches = labels.iter().all(|(k, v)| {
+                label_text
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// What one request through the gateway answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// `x-model-version`: which version answered.
+    pub version: Option<String>,
+    /// `x-experiment-cohort` echoed by the gateway filter.
+    pub cohort: Option<String>,
+    /// The `sms-checker-uid` value of a `Set-Cookie`, if any.
+    pub set_uid: Option<String>,
+    pub body: String,
+}
+
+/// The user cookie set by the gateway filter.
+pub const UID_COOKIE: &str = "sms-checker-uid";
+
+/// `POST /predict` through the gateway as a user with `uid` (or a new user
+/// when `None`). Transport errors come back as status 0.
+pub fn predict(agent: &ureq::Agent, gateway_url: &str, uid: Option<&str>, sms: &str) -> Reply {
+    let mut request = agent
+        .post(&format!("{gateway_url}/predict"))
+        .header("content-type", "application/json");
+    if let Some(uid) = uid {
+        request = request.header("cookie", &format!("{UID_COOKIE}={uid}"));
+    }
+    let body = serde_json::json!({ "sms": sms }).to_string();
+    match request.send(&body) {
+        Err(err) => Reply {
+            status: 0,
+            version: None,
+            cohort: None,
+            set_uid: None,
+            body: err.to_string(),
+        },
+        Ok(mut response) => {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let version = header("x-model-version");
+            let cohort = header("x-experiment-cohort");
+            let set_uid = response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|c| {
+                    c.split(';')
+                        .next()?
+                        .trim()
+                        .strip_prefix(&format!("{UID_COOKIE}="))
+                        .map(str::to_string)
+                });
+            Reply {
+                status: response.status().as_u16(),
+                version,
+                cohort,
+                set_uid,
+                body: response.body_mut().read_to_string().unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// Runs `work(i)` for `i in 0..count` on `threads` threads, each with its
+/// own HTTP client, and returns the results in order.
+pub fn parallel<T: Send>(
+    count: usize,
+    threads: usize,
+    work: impl Fn(&ureq::Agent, usize) -> T + Sync,
+) -> Vec<T> {
+    let results: Vec<std::sync::Mutex<Option<T>>> =
+        (0..count).map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(15)))
+                    .build()
+                    .new_agent();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let value = work(&agent, i);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(value);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| slot.into_inner().ok().flatten().expect("every item ran"))
+        .collect()
+}
