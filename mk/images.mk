@@ -1,0 +1,41 @@
+# OCI images of the filter and the model-service, built without a Docker
+# engine by `meshctl image` and pushed with Debian's skopeo. See docs/images.md.
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+MODEL_SERVICE_MUSL := $(ROOT)/target/$(MUSL_TARGET)/release/model-service
+MODEL_SERVICE_MODELS := $(ROOT)/model-service/models
+IMAGES_DIR := $(ROOT)/target/images
+MESHCTL_DEBUG := $(ROOT)/target/debug/meshctl
+# The filter area defines FILTER_WASM and `wasm` (mk/filter.mk sorts first).
+IMAGES_WASM := $(or $(FILTER_WASM),$(ROOT)/target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm)
+IMAGES_WASM_RULE := $(if $(FILTER_WASM),wasm)
+# `make push REGISTRY=127.0.0.1:5000/sms TLS_VERIFY=false` for a local registry.
+REGISTRY ?=
+TLS_VERIFY ?= true
+
+export MESHCTL_BIN ?= $(MESHCTL_DEBUG)
+export MODEL_SERVICE_MUSL_BIN ?= $(MODEL_SERVICE_MUSL)
+
+.PHONY: images push model-service-musl meshctl-debug tools-musl
+
+tools-musl:
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+
+model-service-musl: tools-musl ## Build the model-service as a static (musl) binary
+	cargo build -p model-service --release --locked --target $(MUSL_TARGET)
+
+meshctl-debug:
+	cargo build -p meshctl --locked
+
+images: $(IMAGES_WASM_RULE) model-service-musl meshctl-debug ## OCI layouts of the filter and model-service in target/images (no Docker)
+	$(MESHCTL_DEBUG) image build --filter-wasm $(IMAGES_WASM) \
+	  --model-service-bin $(MODEL_SERVICE_MUSL) --models-dir $(MODEL_SERVICE_MODELS) \
+	  --out $(IMAGES_DIR)
+
+push: images ## Push both images with skopeo: make push REGISTRY=host[:port]/ns [TLS_VERIFY=false]
+	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY=host[:port][/namespace]" >&2; exit 1; }
+	@scripts/ensure-apt.sh skopeo
+	$(MESHCTL_DEBUG) image push --registry '$(REGISTRY)' --images $(IMAGES_DIR) \
+	  --tls-verify=$(TLS_VERIFY) --skopeo /usr/bin/skopeo
+
+TEST_PREREQS += $(IMAGES_WASM_RULE) model-service-musl meshctl-debug
