@@ -172,11 +172,18 @@ impl RootContext for Root {
 }
 
 /// The pod's `version` label, which Istio copies into node metadata.
+///
+/// Istio's proxy serves the node under `node`; upstream Envoy (1.40
+/// included) only under `xds.node`. Both are tried, Istio's first.
 fn node_version_label() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["node", "metadata", "LABELS", "version"])
-        .ok()
-        .flatten()?;
-    String::from_utf8(bytes).ok().filter(|v| !v.is_empty())
+    const PATHS: [&[&str]; 2] = [
+        &["node", "metadata", "LABELS", "version"],
+        &["xds", "node", "metadata", "LABELS", "version"],
+    ];
+    PATHS.iter().find_map(|path| {
+        let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+        String::from_utf8(bytes).ok().filter(|v| !v.is_empty())
+    })
 }
 
 /// Per-request state.

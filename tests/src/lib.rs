@@ -2,6 +2,7 @@
 //! free loopback ports, and processes that are always stopped.
 
 pub mod chart;
+pub mod envoy;
 pub mod mesh;
 pub mod process;
 pub mod report;

@@ -1,0 +1,647 @@
+//! Real Envoy for the cohort filter's tests: bootstraps shaped the way Istio
+//! shapes them, small recording upstreams, and a keep-alive HTTP/1.1 client.
+//!
+//! Everything listens on 127.0.0.1 on ports from [`free_port`]; every Envoy
+//! runs inside a [`Process`] guard, so a failing test leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::process::Process;
+use crate::{envoy_bin, free_port, wait_for, workspace_root};
+
+/// The filter built by `make wasm`.
+pub fn filter_wasm() -> PathBuf {
+    let path = std::env::var_os("FILTER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join("target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm")
+        });
+    assert!(
+        path.exists(),
+        "cohort filter not built at {} (run `make wasm`)",
+        path.display()
+    );
+    path
+}
+
+/// Every tag the filter encodes, as Istio's `extraStatTags` would declare them.
+pub const STAT_TAGS: [&str; 7] = [
+    "cohort",
+    "response_class",
+    "user",
+    "outcome",
+    "version",
+    "prediction",
+    "mirrored",
+];
+
+/// Histogram buckets for the filter's millisecond histograms: sub-millisecond
+/// resolution at the low end, where a proxied request usually is.
+pub const DURATION_BUCKETS_MS: [f64; 15] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// One route of the generated route table.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Requests whose `header` equals `value` go to `cluster` (the
+    /// VirtualService `match: headers: exact`).
+    HeaderExact {
+        header: String,
+        value: String,
+        cluster: String,
+    },
+    /// Everything else, split by weight (the VirtualService default route).
+    Weighted(Vec<(String, u32)>),
+    /// A fixed response (for the benchmark).
+    Direct { status: u16, body: String },
+}
+
+/// One listener: a route table, optionally behind the cohort filter (or any
+/// other Wasm module), mirroring to `mirror_cluster`.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub port: u16,
+    /// `(wasm file, pluginConfig JSON)`; `None` for no Wasm filter.
+    pub wasm: Option<(PathBuf, String)>,
+    pub routes: Vec<Route>,
+    pub mirror_cluster: Option<String>,
+}
+
+/// The parameters of one Envoy bootstrap.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub admin_port: u16,
+    /// Pod labels as Istio puts them in node metadata (`LABELS`).
+    pub node_labels: BTreeMap<String, String>,
+    pub listeners: Vec<ListenerSpec>,
+    /// `(cluster name, port on 127.0.0.1)`.
+    pub clusters: Vec<(String, u16)>,
+}
+
+impl Bootstrap {
+    pub fn new() -> Bootstrap {
+        Bootstrap {
+            admin_port: free_port(),
+            node_labels: BTreeMap::new(),
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+        }
+    }
+
+    /// The bootstrap as JSON (Envoy reads JSON as YAML).
+    pub fn to_json(&self) -> Value {
+        let stats_tags: Vec<Value> = STAT_TAGS
+            .iter()
+            .map(|tag| json!({"tag_name": tag, "regex": format!(r"({tag}=\.=(.*?);\.;)")}))
+            .collect();
+        json!({
+            "node": {
+                "id": "sidecar~127.0.0.1~test.default~default.svc.cluster.local",
+                "cluster": "test.default",
+                "metadata": {"LABELS": self.node_labels},
+            },
+            "admin": {"address": socket(self.admin_port)},
+            // Histograms reach /stats/prometheus at each flush; 1 s keeps
+            // tests short (Envoy's default is 5 s).
+            "stats_flush_interval": "1s",
+            "stats_config": {
+                "stats_tags": stats_tags,
+                "histogram_bucket_settings": [{
+                    "match": {"suffix": "_duration_milliseconds"},
+                    "buckets": DURATION_BUCKETS_MS,
+                }],
+            },
+            "static_resources": {
+                "listeners": self.listeners.iter().map(listener).collect::<Vec<_>>(),
+                "clusters": self.clusters.iter().map(|(name, port)| cluster(name, *port)).collect::<Vec<_>>(),
+            },
+        })
+    }
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap::new()
+    }
+}
+
+fn socket(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(port)}}]}],
+        },
+    })
+}
+
+/// The Wasm filter the way Istio renders a WasmPlugin: V8, the module from a
+/// local file, the pluginConfig as a `StringValue`, fail closed.
+pub fn wasm_filter(name: &str, wasm: &Path, plugin_config: &str) -> Value {
+    json!({
+        "name": format!("istio.{name}"),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "",
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin_config,
+                },
+                "fail_open": false,
+            },
+        },
+    })
+}
+
+fn listener(spec: &ListenerSpec) -> Value {
+    let mut filters = Vec::new();
+    if let Some((wasm, config)) = &spec.wasm {
+        filters.push(wasm_filter(&spec.name, wasm, config));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }));
+    let mirror = spec.mirror_cluster.as_ref().map(|cluster| {
+        json!([{
+            "cluster": cluster,
+            "runtime_fraction": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        }])
+    });
+    let routes: Vec<Value> = spec
+        .routes
+        .iter()
+        .map(|route| {
+            let mut action = match route {
+                Route::HeaderExact { cluster, .. } => json!({"cluster": cluster}),
+                Route::Weighted(weights) => json!({"weighted_clusters": {"clusters": weights
+                    .iter()
+                    .map(|(name, weight)| json!({"name": name, "weight": weight}))
+                    .collect::<Vec<_>>()}}),
+                Route::Direct { status, body } => {
+                    return json!({
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": status, "body": {"inline_string": body}},
+                    });
+                }
+            };
+            if let Some(mirror) = &mirror {
+                action["request_mirror_policies"] = mirror.clone();
+            }
+            let matcher = match route {
+                Route::HeaderExact { header, value, .. } => json!({
+                    "prefix": "/",
+                    "headers": [{"name": header, "string_match": {"exact": value}}],
+                }),
+                _ => json!({"prefix": "/"}),
+            };
+            json!({"match": matcher, "route": action})
+        })
+        .collect();
+    json!({
+        "name": spec.name,
+        "address": socket(spec.port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": spec.name,
+                "route_config": {
+                    "name": spec.name,
+                    "virtual_hosts": [{"name": spec.name, "domains": ["*"], "routes": routes}],
+                },
+                "http_filters": filters,
+            },
+        }]}],
+    })
+}
+
+/// A running Envoy and its admin port.
+pub struct Envoy {
+    pub process: Process,
+    pub admin_port: u16,
+}
+
+impl Envoy {
+    /// Writes `bootstrap` into `dir` and starts Envoy on it, without waiting.
+    pub fn spawn(name: &str, dir: &Path, bootstrap: &Bootstrap, extra_args: &[&str]) -> Envoy {
+        let config = dir.join(format!("{name}.json"));
+        std::fs::write(&config, bootstrap.to_json().to_string())
+            .unwrap_or_else(|err| panic!("write {}: {err}", config.display()));
+        let mut command = Command::new(envoy_bin());
+        command
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--log-level", "info"])
+            .args(extra_args);
+        let process = Process::spawn(name, command, &dir.join(format!("{name}.log")));
+        Envoy {
+            process,
+            admin_port: bootstrap.admin_port,
+        }
+    }
+
+    /// Starts Envoy and waits until every listener accepts connections.
+    pub fn start(name: &str, dir: &Path, bootstrap: &Bootstrap) -> Envoy {
+        Envoy::start_with_args(name, dir, bootstrap, &["--concurrency", "2"])
+    }
+
+    pub fn start_with_args(
+        name: &str,
+        dir: &Path,
+        bootstrap: &Bootstrap,
+        extra_args: &[&str],
+    ) -> Envoy {
+        let mut envoy = Envoy::spawn(name, dir, bootstrap, extra_args);
+        let admin = envoy.admin_port;
+        wait_for(
+            &format!("{name} to be ready"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = envoy.process.try_wait() {
+                    panic!(
+                        "{name} exited with {status} before it was ready:\n{}",
+                        envoy.process.log()
+                    );
+                }
+                http_get(admin, "/ready")
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|_| ())
+            },
+        );
+        for listener in &bootstrap.listeners {
+            wait_for(
+                &format!("{name} listener {}", listener.name),
+                Duration::from_secs(10),
+                || TcpStream::connect(("127.0.0.1", listener.port)).ok(),
+            );
+        }
+        envoy
+    }
+
+    /// `/stats/prometheus` from the admin port.
+    pub fn prometheus(&self) -> String {
+        let response = http_get(self.admin_port, "/stats/prometheus")
+            .unwrap_or_else(|err| panic!("GET /stats/prometheus: {err}"));
+        assert_eq!(response.status, 200);
+        response.body_text()
+    }
+
+    /// The value of the Prometheus sample line that starts with `series`
+    /// (name and labels exactly as exposed), if present.
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        sample(&self.prometheus(), series)
+    }
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, whatever the
+/// order Envoy prints the labels in.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (got, value) = if let Some(rest) = rest.strip_prefix('{') {
+            let (inner, value) = rest.split_once("} ")?;
+            let mut got: Vec<(String, String)> = inner
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.trim_matches('"').to_string()))
+                })
+                .collect();
+            got.sort();
+            (got, value)
+        } else {
+            (Vec::new(), rest.strip_prefix(' ')?)
+        };
+        (got == want).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// The value of the line `series value` in Prometheus text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// A request an upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased names, in arrival order, duplicates kept.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+}
+
+/// A tiny HTTP/1.1 keep-alive server on 127.0.0.1 that answers 200 with
+/// `x-upstream: <name>` plus fixed headers, and records every request.
+pub struct Upstream {
+    pub name: String,
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start(name: &str, response_headers: &[(&str, &str)]) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream on 127.0.0.1");
+        let port = listener.local_addr().expect("upstream address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut head = format!("x-upstream: {name}\r\n");
+        for (k, v) in response_headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let body = name.to_string();
+        let accept = {
+            let requests = Arc::clone(&requests);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let requests = Arc::clone(&requests);
+                    let head = head.clone();
+                    let body = body.clone();
+                    std::thread::spawn(move || serve(stream, &requests, &head, &body));
+                }
+            })
+        };
+        Upstream {
+            name: name.to_string(),
+            port,
+            requests,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("upstream records").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("upstream records").len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(handle) = self.accept.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, head: &str, body: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some((request_line, headers)) = read_head(&mut reader) else {
+            return;
+        };
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut discard = vec![0u8; length];
+        if reader.read_exact(&mut discard).is_err() {
+            return;
+        }
+        requests.lock().expect("upstream records").push(Recorded {
+            method,
+            path,
+            headers,
+        });
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{head}\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a request or status line and its headers; `None` at EOF or error.
+fn read_head(reader: &mut impl BufRead) -> Option<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    if reader.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Some((first.trim_end().to_string(), headers))
+}
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of the cookie `name` set by this response, if any.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers_named("set-cookie").into_iter().find_map(|v| {
+            let (pair, _) = v.split_once(';').unwrap_or((v, ""));
+            let (n, value) = pair.split_once('=')?;
+            (n.trim() == name).then(|| value.trim().to_string())
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection to 127.0.0.1.
+pub struct Client {
+    port: u16,
+    reader: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(port: u16) -> Client {
+        Client { port, reader: None }
+    }
+
+    /// Sends `GET path` with `headers`; reconnects once if the kept-alive
+    /// connection was closed by the server.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        match self.try_get(path, headers) {
+            Ok(response) => Ok(response),
+            Err(_) => {
+                self.reader = None;
+                self.try_get(path, headers)
+            }
+        }
+    }
+
+    fn try_get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        if self.reader.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", self.port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.set_nodelay(true)?;
+            self.reader = Some(BufReader::new(stream));
+        }
+        let reader = self
+            .reader
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no connection"))?;
+        let mut request = format!("GET {path} HTTP/1.1\r\nhost: sms-checker.local\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        reader.get_mut().write_all(request.as_bytes())?;
+        let (status_line, headers) = read_head(reader)
+            .ok_or_else(|| std::io::Error::other("connection closed before a response"))?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let length: Option<usize> = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok());
+        let body = if chunked {
+            read_chunked(reader)?
+        } else if let Some(length) = length {
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+            body
+        } else {
+            let mut body = Vec::new();
+            reader.read_to_end(&mut body)?;
+            self.reader = None;
+            body
+        };
+        let close = headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        if close && let Some(r) = self.reader.take() {
+            let _ = r.get_ref().shutdown(Shutdown::Both);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line)?;
+        let size_hex = size_line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size {size_line:?}")))?;
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf)?;
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
+/// One `GET` on a fresh connection.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<Response> {
+    Client::new(port).get(path, &[("connection", "close")])
+}
