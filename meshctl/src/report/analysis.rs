@@ -802,7 +802,7 @@ pub fn latency_check(
         candidate_p95: finite(candidate.quantile(0.95)),
         baseline_p95: finite(baseline.quantile(0.95)),
     };
-    let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2} ms"));
+    let ms = super::render::millis;
     check.detail = format!(
         "p95 {} vs {}; P(candidate slower) A = {:.3}, one-sided p = {:.4}; roll back at A >= {}",
         ms(comparison.candidate_p95),

@@ -256,7 +256,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let names = MetricNames {
         prefix: args.metric_prefix.clone(),
     };
-    let selector = format!("{{__name__=~\"{}\"}}", names.all().join("|"));
+    let selector = format!("{{__name__=~\"{}\"}}", prom::name_regex(&names.all()));
     let before = client.instant(&selector, window.start)?;
     let during = client.samples(
         &format!("{selector}[{}ms]", args.window.as_millis()),

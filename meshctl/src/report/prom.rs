@@ -197,6 +197,34 @@ pub fn counter_increase(before: Option<f64>, values: &[f64]) -> f64 {
     total
 }
 
+/// Separator of Istio's tag encoding (`label=.=value;.;name`) once Envoy's
+/// Prometheus output has replaced `=`, `.` and `;` with `_`.
+const ENCODED_TAG: &str = "___";
+
+/// A regex for `__name__` matching `names` both as they are and with tags
+/// still encoded in front (a proxy without `extraStatTags` for them, such as
+/// a gateway whose meshConfig lacks them).
+pub fn name_regex(names: &[String]) -> String {
+    format!("(?:[a-zA-Z0-9_:]*{ENCODED_TAG})?(?:{})", names.join("|"))
+}
+
+/// Moves tags encoded in a metric name into labels: the name
+/// `cohort___canary___response_class___5xx___sms_cohort_requests_total`
+/// becomes `sms_cohort_requests_total{cohort="canary",response_class="5xx"}`.
+/// Labels already present win. Names without the encoding pass unchanged.
+pub fn decode_istio_name(name: &str, labels: &mut Labels) -> String {
+    let parts: Vec<&str> = name.split(ENCODED_TAG).collect();
+    if parts.len() < 3 || parts.len().is_multiple_of(2) || parts.iter().any(|p| p.is_empty()) {
+        return name.to_string();
+    }
+    for pair in parts[..parts.len() - 1].chunks(2) {
+        labels
+            .entry(pair[0].to_string())
+            .or_insert_with(|| pair[1].to_string());
+    }
+    parts[parts.len() - 1].to_string()
+}
+
 /// Joins the samples at the window's start with those inside it, series by
 /// series (the full label set, `__name__` included, is the key).
 pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
@@ -210,7 +238,8 @@ pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
             let values: Vec<f64> = series.values.iter().map(|(_, v)| *v).collect();
             let value = counter_increase(start.remove(&series.labels), &values);
             let mut labels = series.labels;
-            let name = labels.remove("__name__").unwrap_or_default();
+            let name =
+                decode_istio_name(&labels.remove("__name__").unwrap_or_default(), &mut labels);
             Increase {
                 name,
                 labels,
@@ -271,6 +300,39 @@ mod tests {
         assert_eq!(got[0].labels.get("version").map(String::as_str), Some("v1"));
         assert!(!got[0].labels.contains_key("__name__"));
         assert_eq!(got[1].value, 2.0);
+    }
+
+    // Envoy's /stats/prometheus of a gateway without stats_tags for the
+    // filter's tags prints `wasmcustom.cohort=.=canary;.;response_class=.=5xx;.;
+    // sms_cohort_requests_total` as below.
+    #[test]
+    fn istio_encoded_names_become_labels() {
+        let mut labels = Labels::from([("instance".to_string(), "gw".to_string())]);
+        let name = decode_istio_name(
+            "cohort___canary___response_class___5xx___sms_cohort_requests_total",
+            &mut labels,
+        );
+        assert_eq!(name, "sms_cohort_requests_total");
+        assert_eq!(labels["cohort"], "canary");
+        assert_eq!(labels["response_class"], "5xx");
+        assert_eq!(labels["instance"], "gw");
+        let mut labels = Labels::new();
+        let plain = decode_istio_name("sms_model_requests_total", &mut labels);
+        assert_eq!(
+            (plain.as_str(), labels.len()),
+            ("sms_model_requests_total", 0)
+        );
+        let bucket = decode_istio_name(
+            "cohort___stable___sms_cohort_request_duration_milliseconds_bucket",
+            &mut labels,
+        );
+        assert_eq!(bucket, "sms_cohort_request_duration_milliseconds_bucket");
+        assert_eq!(labels["cohort"], "stable");
+        // An even number of parts is not the encoding: left alone.
+        let odd = decode_istio_name("a___b", &mut Labels::new());
+        assert_eq!(odd, "a___b");
+        let regex = name_regex(&["x_total".to_string(), "y_bucket".to_string()]);
+        assert_eq!(regex, "(?:[a-zA-Z0-9_:]*___)?(?:x_total|y_bucket)");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use comfy_table::{Cell, CellAlignment, Table, TableStyle, presets};
 
 use super::ReportError;
-use super::analysis::Report;
+use super::analysis::{Report, Verdict};
 
 pub fn count(value: f64) -> String {
     if value.fract() == 0.0 {
@@ -18,8 +18,17 @@ pub fn percent(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0))
 }
 
+/// Milliseconds with two decimals, or three significant digits below 1 ms
+/// (the model-service answers in microseconds).
 pub fn millis(value: Option<f64>) -> String {
-    value.map_or("-".to_string(), |v| format!("{v:.2} ms"))
+    value.map_or("-".to_string(), |v| {
+        if v == 0.0 || v.abs() >= 1.0 {
+            format!("{v:.2} ms")
+        } else {
+            let decimals = (2.0 - v.abs().log10().floor()).clamp(2.0, 9.0) as usize;
+            format!("{v:.decimals$} ms")
+        }
+    })
 }
 
 /// One titled table: header and rows of text, numbers right-aligned.
@@ -147,7 +156,11 @@ pub fn sections(report: &Report) -> Vec<Section> {
                         name.clone(),
                         check.metric.to_string(),
                         check.source.to_string(),
-                        check.outcome.to_string(),
+                        // A check that would allow promotion simply passed.
+                        match check.outcome {
+                            Verdict::Promote => "pass".to_string(),
+                            other => other.to_string(),
+                        },
                         check.detail.clone(),
                     ]
                 })
@@ -301,5 +314,8 @@ mod tests {
         assert_eq!(count(2.5), "2.5");
         assert_eq!(percent(None), "-");
         assert_eq!(millis(Some(1.234)), "1.23 ms");
+        assert_eq!(millis(Some(0.004567)), "0.00457 ms");
+        assert_eq!(millis(Some(0.25)), "0.250 ms");
+        assert_eq!(millis(Some(0.0)), "0.00 ms");
     }
 }
