@@ -1,0 +1,208 @@
+//! Faults on the local mesh: crashed versions, a restarted gateway, and a
+//! filter configuration the filter refuses.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use sms_checker_tests::mesh::{LocalMesh, MeshOptions, Reply, parallel, predict};
+use sms_checker_tests::{helm_bin, workspace_root};
+
+const USERS: usize = 400;
+const THREADS: usize = 8;
+const SMS: &str = "Free entry in 2 a wkly comp to win FA Cup final tkts";
+
+/// Every user once more, with its cookie; replies in user order.
+fn replay(mesh: &LocalMesh, uids: &[String]) -> Vec<Reply> {
+    let gateway = mesh.url("");
+    parallel(uids.len(), THREADS, |agent, i| {
+        predict(agent, &gateway, Some(&uids[i]), SMS)
+    })
+}
+
+#[test]
+fn crashed_versions_and_a_restarted_gateway() {
+    let mesh = LocalMesh::start(&[]);
+    let gateway = mesh.url("");
+    let first = parallel(USERS, THREADS, |agent, _| {
+        predict(agent, &gateway, None, SMS)
+    });
+    let uids: Vec<String> = first
+        .iter()
+        .map(|r| {
+            r.set_uid
+                .clone()
+                .unwrap_or_else(|| panic!("no user cookie: {r:?}"))
+        })
+        .collect();
+    let cohorts: Vec<String> = first
+        .iter()
+        .map(|r| {
+            r.cohort
+                .clone()
+                .unwrap_or_else(|| panic!("no cohort: {r:?}"))
+        })
+        .collect();
+    let by_cohort = |cohort: &str| cohorts.iter().filter(|c| *c == cohort).count();
+    assert!(
+        by_cohort("canary") > 0 && by_cohort("stable") > 0,
+        "both cohorts are needed: {cohorts:?}"
+    );
+
+    // The gateway proxy restarts: every user keeps its cohort (the cookie
+    // holds the id, the hash gives the cohort; no state was lost).
+    let old_pid = mesh.component("gateway").pid;
+    mesh.restart("gateway");
+    assert_ne!(mesh.component("gateway").pid, old_pid);
+    for (i, reply) in replay(&mesh, &uids).iter().enumerate() {
+        assert_eq!(
+            reply.status, 200,
+            "user {i} after the gateway restart: {reply:?}"
+        );
+        assert_eq!(
+            reply.cohort.as_ref(),
+            Some(&cohorts[i]),
+            "user {i} changed cohort across the restart"
+        );
+    }
+
+    // v3 (the shadow) dies, service and sidecar: no user notices.
+    mesh.kill("model-v3");
+    mesh.kill("sidecar-v3");
+    let errors: Vec<_> = replay(&mesh, &uids)
+        .into_iter()
+        .filter(|r| r.status != 200)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} user-visible errors with v3 down, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+
+    // v2 (the canary) dies: exactly the canary users see errors.
+    mesh.kill("model-v2");
+    mesh.kill("sidecar-v2");
+    let mut outcome: BTreeMap<(String, bool), usize> = BTreeMap::new();
+    for (i, reply) in replay(&mesh, &uids).iter().enumerate() {
+        *outcome
+            .entry((cohorts[i].clone(), reply.status == 200))
+            .or_default() += 1;
+        match cohorts[i].as_str() {
+            "stable" => assert_eq!(reply.status, 200, "stable user {i} with v2 down: {reply:?}"),
+            _ => assert!(
+                reply.status >= 500,
+                "canary user {i} with v2 down got {reply:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        outcome.get(&("canary".into(), false)),
+        Some(&by_cohort("canary")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        outcome.get(&("stable".into(), true)),
+        Some(&by_cohort("stable")),
+        "{outcome:?}"
+    );
+}
+
+/// The chart rendered with defaults, with the gateway WasmPlugin edited as
+/// someone might by hand (`kubectl edit`), past the chart's own checks.
+fn manifest_with_bad_gateway_plugin(
+    dir: &std::path::Path,
+    fail_strategy: &str,
+) -> std::path::PathBuf {
+    let output = Command::new(helm_bin())
+        .current_dir(workspace_root())
+        .args(["template", "sms-checker", "manifests/sms-checker"])
+        .output()
+        .expect("run helm template");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8(output.stdout).expect("helm prints UTF-8");
+    let mut edited = 0;
+    let docs: Vec<String> = rendered
+        .split("\n---\n")
+        .map(|doc| {
+            if doc.contains("kind: WasmPlugin") && doc.contains("role: gateway") {
+                edited += 1;
+                let doc = doc.replace("salt: sms-checker", "salt: \"\"");
+                let doc = doc.replace(
+                    "failStrategy: FAIL_OPEN",
+                    &format!("failStrategy: {fail_strategy}"),
+                );
+                assert!(
+                    doc.contains("salt: \"\"") && doc.contains(fail_strategy),
+                    "edit failed:\n{doc}"
+                );
+                doc
+            } else {
+                doc.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(edited, 1, "one gateway WasmPlugin in the chart");
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, docs.join("\n---\n")).expect("write manifest");
+    path
+}
+
+#[test]
+fn refused_filter_config_with_fail_open_loses_no_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mesh = LocalMesh::start_with(MeshOptions {
+        manifest: Some(manifest_with_bad_gateway_plugin(dir.path(), "FAIL_OPEN")),
+        ..MeshOptions::default()
+    });
+    let output = mesh.output();
+    assert!(
+        output.contains("invalid pluginConfig field `salt`"),
+        "the refusal names the field:\n{output}"
+    );
+    assert!(
+        output.contains("FAIL_OPEN: the proxy runs without this filter"),
+        "{output}"
+    );
+    assert!(mesh.findings().iter().any(|f| f.contains("field `salt`")));
+    let gateway = mesh.url("");
+    let replies = parallel(USERS, THREADS, |agent, _| {
+        predict(agent, &gateway, None, SMS)
+    });
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "a request was lost: {reply:?}");
+        // Without the filter no cohort is assigned: the weighted route serves.
+        assert_eq!(reply.cohort, None, "{reply:?}");
+        assert!(
+            matches!(reply.version.as_deref(), Some("v1" | "v2")),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn refused_filter_config_with_fail_close_answers_503() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mesh = LocalMesh::start_with(MeshOptions {
+        manifest: Some(manifest_with_bad_gateway_plugin(dir.path(), "FAIL_CLOSE")),
+        ..MeshOptions::default()
+    });
+    let output = mesh.output();
+    assert!(
+        output.contains("invalid pluginConfig field `salt`"),
+        "the refusal names the field:\n{output}"
+    );
+    assert!(
+        output.contains("FAIL_CLOSE: the proxy answers 503"),
+        "{output}"
+    );
+    let gateway = mesh.url("");
+    let replies = parallel(50, THREADS, |agent, _| predict(agent, &gateway, None, SMS));
+    for reply in &replies {
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert_eq!(reply.version, None, "no model answered: {reply:?}");
+    }
+}
