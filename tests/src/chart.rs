@@ -20,6 +20,9 @@ pub const ISTIO_CRDS_SHA256: &str =
     "dcb43ff6b9af2f629b80b6a82597f5a91db259c757e66cc5353ac007da28351a";
 /// Oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml).
 pub const KUBERNETES_VERSION: &str = "1.33.0";
+/// Every Kubernetes release core objects are validated for: the oldest
+/// supported and the newest kubernetes-validate knows.
+pub const KUBERNETES_VERSIONS: [&str; 2] = [KUBERNETES_VERSION, "1.37.0"];
 
 const CRDS_FILE: &str = "istio-1.30.3-customresourcedefinitions.gen.yaml";
 
@@ -223,9 +226,27 @@ pub fn istio_crds_path() -> Result<PathBuf, ChartError> {
         })
 }
 
-/// Compiled validators for every served version of every Istio CRD.
+/// Compiled validators for every served version of every Istio CRD, with
+/// the CRDs' CEL rules (`x-kubernetes-validations`) that JSON Schema cannot run.
 pub struct IstioSchemas {
     validators: HashMap<(String, String), jsonschema::Validator>,
+    rules: HashMap<(String, String), Vec<CelRule>>,
+}
+
+/// One step from a schema node to the values it describes.
+#[derive(Clone, Debug)]
+enum Step {
+    Field(String),
+    /// Every array item or map value.
+    Each,
+}
+
+/// A CEL rule of a CRD and where in the object it applies.
+#[derive(Clone, Debug)]
+struct CelRule {
+    path: Vec<Step>,
+    rule: String,
+    message: String,
 }
 
 impl IstioSchemas {
@@ -249,6 +270,7 @@ impl IstioSchemas {
         }
         let text = String::from_utf8(bytes).map_err(|e| ChartError::Crds(e.to_string()))?;
         let mut validators = HashMap::new();
+        let mut rules = HashMap::new();
         for crd in parse_objects(&text)? {
             let group = crd["spec"]["group"].as_str().unwrap_or_default();
             let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
@@ -257,6 +279,13 @@ impl IstioSchemas {
                     continue;
                 }
                 let name = version["name"].as_str().unwrap_or_default();
+                let mut found = Vec::new();
+                collect_rules(
+                    &version["schema"]["openAPIV3Schema"],
+                    &mut Vec::new(),
+                    &mut found,
+                );
+                rules.insert((format!("{group}/{name}"), kind.to_string()), found);
                 let mut schema = closed_schema(&version["schema"]["openAPIV3Schema"]);
                 // apiVersion, kind and metadata are the API server's, not the CRD's.
                 if let Some(props) = schema["properties"].as_object_mut() {
@@ -276,7 +305,7 @@ impl IstioSchemas {
                 validators.insert((format!("{group}/{name}"), kind.to_string()), validator);
             }
         }
-        Ok(IstioSchemas { validators })
+        Ok(IstioSchemas { validators, rules })
     }
 
     /// Validates one Istio object against the CRD version its apiVersion names.
@@ -298,10 +327,24 @@ impl IstioSchemas {
                     key.0, key.1
                 )],
             })?;
-        let errors: Vec<String> = validator
+        let mut errors: Vec<String> = validator
             .iter_errors(object)
             .map(|e| format!("{}: {e}", e.instance_path()))
             .collect();
+        for rule in self.rules.get(&key).into_iter().flatten() {
+            for (at, node) in nodes_at(object, &rule.path) {
+                match check_cel_rule(&rule.rule, node) {
+                    Some(true) => {}
+                    Some(false) => errors.push(format!("{at}: {}", rule.message)),
+                    // Fail rather than skip: a rule nobody checks could let
+                    // through an object the API server refuses.
+                    None => errors.push(format!(
+                        "{at}: CEL rule not evaluated by this check: {}",
+                        rule.rule
+                    )),
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -378,6 +421,148 @@ pub fn validate_all<'a>(
             core.push(object);
         }
     }
-    kubernetes_validate(&core, KUBERNETES_VERSION)?;
+    for version in KUBERNETES_VERSIONS {
+        kubernetes_validate(&core, version)?;
+    }
     Ok(operator)
+}
+
+fn collect_rules(schema: &Value, path: &mut Vec<Step>, out: &mut Vec<CelRule>) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push(CelRule {
+            path: path.clone(),
+            rule: rule["rule"].as_str().unwrap_or_default().to_string(),
+            message: rule["message"]
+                .as_str()
+                .unwrap_or("failed a CEL rule")
+                .to_string(),
+        });
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, child) in props {
+            path.push(Step::Field(name.clone()));
+            collect_rules(child, path, out);
+            path.pop();
+        }
+    }
+    for child in [&schema["items"], &schema["additionalProperties"]] {
+        if child.is_object() {
+            path.push(Step::Each);
+            collect_rules(child, path, out);
+            path.pop();
+        }
+    }
+}
+
+/// The values `path` reaches in `object`, with their JSON pointers.
+fn nodes_at<'a>(object: &'a Value, path: &[Step]) -> Vec<(String, &'a Value)> {
+    let mut nodes = vec![(String::new(), object)];
+    for step in path {
+        let mut next = Vec::new();
+        for (at, node) in nodes {
+            match (step, node) {
+                (Step::Field(name), Value::Object(map)) => {
+                    if let Some(child) = map.get(name) {
+                        next.push((format!("{at}/{name}"), child));
+                    }
+                }
+                (Step::Each, Value::Array(items)) => {
+                    next.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, child)| (format!("{at}/{i}"), child)),
+                    );
+                }
+                (Step::Each, Value::Object(map)) => {
+                    next.extend(map.iter().map(|(k, child)| (format!("{at}/{k}"), child)));
+                }
+                _ => {}
+            }
+        }
+        nodes = next;
+    }
+    nodes
+}
+
+/// Evaluates the CEL rules Istio's CRDs put on the fields this chart renders,
+/// each written out by hand from its CEL text. `None`: a rule not known here.
+pub fn check_cel_rule(rule: &str, node: &Value) -> Option<bool> {
+    let rule = rule.split_whitespace().collect::<Vec<_>>().join(" ");
+    let keys = || node.as_object().map(|m| m.keys());
+    let text = || node.as_str();
+    match rule.as_str() {
+        r#"self.all(key, !key.contains("*"))"# => Some(keys()?.all(|k| !k.contains('*'))),
+        r#"self.all(key, key.size() != 0)"# => Some(keys()?.all(|k| !k.is_empty())),
+        r#"!self.contains("*")"# => Some(!text()?.contains('*')),
+        "self.size() == 0" => Some(text()?.is_empty()),
+        "duration(self) >= duration('1ms')" => {
+            Some(go_duration_ns(text()?).is_some_and(|ns| ns >= 1_000_000.0))
+        }
+        "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1" =>
+        {
+            let map = node.as_object()?;
+            Some(
+                ["selector", "targetRef", "targetRefs"]
+                    .iter()
+                    .filter(|k| map.contains_key(**k))
+                    .count()
+                    <= 1,
+            )
+        }
+        r#"(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)"# => {
+            let map = node.as_object()?;
+            Some(map.get("valueFrom") != Some(&json!("HOST")) || !map.contains_key("value"))
+        }
+        r#"isURL(self) ? (url(self).getScheme() in ["", "http", "https", "oci", "file"]) : (isURL("http://" + self) && url("http://" + self).getScheme() in ["", "http", "https", "oci", "file"])"# =>
+        {
+            let url = text()?;
+            let valid = !url.is_empty() && !url.chars().any(char::is_whitespace);
+            Some(match url.split_once("://") {
+                Some((scheme, rest)) => {
+                    valid && !rest.is_empty() && ["http", "https", "oci", "file"].contains(&scheme)
+                }
+                // No scheme: read as http://<url>.
+                None => valid,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A Go duration (`1h30m`, `250ms`, `1.5s`) in nanoseconds.
+fn go_duration_ns(text: &str) -> Option<f64> {
+    const UNITS: [(&str, f64); 7] = [
+        ("ns", 1.0),
+        ("us", 1e3),
+        ("µs", 1e3),
+        ("ms", 1e6),
+        ("s", 1e9),
+        ("m", 60e9),
+        ("h", 3600e9),
+    ];
+    if text == "0" {
+        return Some(0.0);
+    }
+    let mut rest = text;
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&end| end > 0)?;
+        let number: f64 = rest[..end].parse().ok()?;
+        rest = &rest[end..];
+        // Longest unit first: "ms" before "m", "ns" before "s".
+        let (unit, scale) = UNITS
+            .iter()
+            .filter(|(unit, _)| rest.starts_with(unit))
+            .max_by_key(|(unit, _)| unit.len())?;
+        total += number * scale;
+        rest = &rest[unit.len()..];
+    }
+    (!text.is_empty()).then_some(total)
 }

@@ -1034,6 +1034,40 @@ fn validators_reject_what_the_api_server_would() {
     dr["apiVersion"] = json!("networking.istio.io/v2");
     assert!(istio().validate(&dr).is_err(), "unserved version accepted");
 
+    // The CRDs' CEL rules, which JSON Schema cannot express.
+    let mut plugin = get(&objects, "WasmPlugin", "sms-checker-cohort-v1").clone();
+    plugin["spec"]["targetRefs"] = json!([{"kind": "Service", "name": "model-service"}]);
+    plugin["spec"]["selector"]["matchLabels"]["version"] = json!("v*");
+    plugin["spec"]["url"] = json!("ftp://example.com/plugin.wasm");
+    let err = istio()
+        .validate(&plugin)
+        .expect_err("CEL rules not applied");
+    for message in [
+        "/spec: only one of targetRefs or selector can be set",
+        "/spec/selector/matchLabels/version: wildcard not allowed in label value match",
+        "/spec/url: url must have schema one of [http, https, file, oci]",
+    ] {
+        assert!(err.to_string().contains(message), "{message} not in {err}");
+    }
+    for (delay, ok) in [
+        ("500us", false),
+        ("0.5ms", false),
+        ("1ms", true),
+        ("1m30s", true),
+    ] {
+        let mut vs = virtual_service(&objects).clone();
+        vs["spec"]["http"][0]["fault"] =
+            json!({"delay": {"percentage": {"value": 10}, "fixedDelay": delay}});
+        assert_eq!(istio().validate(&vs).is_ok(), ok, "fixedDelay {delay}");
+    }
+    // A rule this check cannot evaluate fails instead of passing silently.
+    let mut gateway = get(&objects, "Gateway", "sms-checker-gateway").clone();
+    gateway["spec"]["servers"][0]["tls"] = json!({"mode": "SIMPLE", "credentialName": "cert"});
+    let err = istio()
+        .validate(&gateway)
+        .expect_err("unevaluated CEL rule passed");
+    assert!(err.to_string().contains("CEL rule not evaluated"), "{err}");
+
     // kubernetes-validate: unknown field, and a kind it has no schema for.
     let mut deployment = get(&objects, "Deployment", "model-deployment-v1").clone();
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = json!({});
