@@ -1,0 +1,264 @@
+//! `meshctl report` against the local mesh and its real Prometheus: the
+//! report's counts equal the traffic the test sent, Istio faults injected
+//! into v2 by the chart turn into a roll-back, and too little traffic is
+//! "insufficient data".
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict};
+use sms_checker_tests::report::meshctl_bin;
+use sms_checker_tests::{shared_dir, wait_for};
+
+/// One mesh at a time: each runs a gateway, three sidecars, three services
+/// and Prometheus, and the machine has few cores.
+static MESH: Mutex<()> = Mutex::new(());
+
+/// Even split, so a few hundred requests give both arms enough data.
+const EVEN_SPLIT: [&str; 2] = [
+    "istio.trafficSplit.stable=50",
+    "istio.trafficSplit.canary=50",
+];
+
+fn messages() -> Vec<String> {
+    let path = shared_dir().join("data/sms-spam-collection/SMSSpamCollection");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once('\t').map(|(_, sms)| sms.to_string()))
+        .take(1000)
+        .collect()
+}
+
+/// Sends `count` predictions, each as a new user (so the gateway assigns a
+/// cohort), and returns the replies.
+fn send(mesh: &LocalMesh, count: usize, offset: usize) -> Vec<Reply> {
+    let messages = messages();
+    let url = mesh.url("");
+    parallel(count, 4, |agent, i| {
+        predict(agent, &url, None, &messages[(offset + i) % messages.len()])
+    })
+}
+
+/// What the client saw: answers per version, and 503s.
+#[derive(Debug, Default)]
+struct Tally {
+    by_version: BTreeMap<String, f64>,
+    unavailable: f64,
+    total: f64,
+}
+
+fn tally(replies: &[Reply]) -> Tally {
+    let mut t = Tally::default();
+    for reply in replies {
+        t.total += 1.0;
+        match (reply.status, &reply.version) {
+            (200, Some(version)) => *t.by_version.entry(version.clone()).or_default() += 1.0,
+            (503, _) => t.unavailable += 1.0,
+            (status, _) => panic!("unexpected reply {status}: {}", reply.body),
+        }
+    }
+    t
+}
+
+fn prometheus_sum(mesh: &LocalMesh, name: &str) -> f64 {
+    // Matches the name with or without Istio's tag encoding in front.
+    let query = format!(r#"sum({{__name__=~"(?:[a-zA-Z0-9_:]*___)?{name}"}})"#);
+    mesh.prometheus_query(&query)
+        .first()
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// Waits until Prometheus holds every request the gateway answered, and the
+/// proxies have flushed their histograms.
+fn wait_for_scrapes(mesh: &LocalMesh, sent: f64) {
+    wait_for(
+        &format!("Prometheus to hold {sent} gateway requests and their timings"),
+        Duration::from_secs(60),
+        || {
+            let gateway = prometheus_sum(mesh, "sms_cohort_requests_total");
+            let gateway_timed =
+                prometheus_sum(mesh, "sms_cohort_request_duration_milliseconds_count");
+            let sidecar = prometheus_sum(mesh, "sms_model_requests_total");
+            let sidecar_timed =
+                prometheus_sum(mesh, "sms_model_request_duration_milliseconds_count");
+            (gateway == sent && gateway_timed == sent && sidecar > 0.0 && sidecar_timed == sidecar)
+                .then_some(())
+        },
+    );
+}
+
+/// `meshctl report --format json` over the mesh's whole life; the exit code
+/// and the parsed report.
+fn report(mesh: &LocalMesh, extra: &[&str]) -> (i32, Value) {
+    let output = Command::new(meshctl_bin())
+        .args([
+            "report",
+            "--prometheus",
+            &mesh.prometheus_url(),
+            "--window",
+            "30m",
+        ])
+        .args(["--format", "json"])
+        .args(extra)
+        .output()
+        .expect("run meshctl report");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().expect("an exit code"), report)
+}
+
+fn row<'a>(report: &'a Value, list: &str, key: &str, value: &str) -> &'a Value {
+    report[list]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r[key] == value))
+        .unwrap_or_else(|| panic!("no {list} row {key}={value}: {}", report[list]))
+}
+
+fn check<'a>(report: &'a Value, metric: &str) -> &'a Value {
+    let checks = &report["comparisons"][0]["checks"];
+    checks
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["metric"] == metric))
+        .unwrap_or_else(|| panic!("no {metric} check: {checks}"))
+}
+
+fn number(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+#[test]
+fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
+    let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let mesh = LocalMesh::start(&EVEN_SPLIT);
+
+    let first = tally(&send(&mesh, 30, 0));
+    wait_for_scrapes(&mesh, 30.0);
+    let (code, r) = report(&mesh, &[]);
+    assert_eq!(
+        (code, r["verdict"].as_str()),
+        (5, Some("insufficient_data")),
+        "{r}"
+    );
+    let cohorts: f64 = r["cohorts"]
+        .as_array()
+        .expect("cohorts")
+        .iter()
+        .map(|c| number(&c["requests"]))
+        .sum();
+    assert_eq!(cohorts, 30.0);
+
+    let second = tally(&send(&mesh, 570, 30));
+    let sent = first.total + second.total;
+    wait_for_scrapes(&mesh, sent);
+    let (code, r) = report(&mesh, &[]);
+    assert_ne!(code, 4, "no fault, yet roll back: {r}");
+    assert_ne!(r["verdict"], "roll_back");
+    assert_eq!(first.unavailable + second.unavailable, 0.0);
+    let answered = |v: &str| {
+        first.by_version.get(v).copied().unwrap_or(0.0)
+            + second.by_version.get(v).copied().unwrap_or(0.0)
+    };
+    // Every request counted once per place it went.
+    for (version, expected) in [("v1", answered("v1")), ("v2", answered("v2")), ("v3", sent)] {
+        let v = row(&r, "versions", "version", version);
+        assert_eq!(number(&v["sidecar_requests"]), expected, "{version}: {v}");
+        assert_eq!(number(&v["predictions"]), expected, "{version}: {v}");
+    }
+    assert_eq!(
+        number(&row(&r, "cohorts", "cohort", "stable")["requests"]),
+        answered("v1")
+    );
+    assert_eq!(
+        number(&row(&r, "cohorts", "cohort", "canary")["requests"]),
+        answered("v2")
+    );
+    assert_eq!(
+        number(&row(&r, "versions", "version", "v3")["mirror_coverage"]),
+        1.0
+    );
+    assert_eq!(
+        check(&r, "error_rate")["outcome"],
+        "promote",
+        "0 errors in ~300 each"
+    );
+}
+
+#[test]
+fn ten_percent_aborts_on_v2_roll_back_with_the_error_rates() {
+    let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sets = EVEN_SPLIT.to_vec();
+    sets.extend([
+        "versions.v2.fault.abort.percentage=10",
+        "versions.v2.fault.abort.httpStatus=503",
+    ]);
+    let mesh = LocalMesh::start(&sets);
+    let sent = tally(&send(&mesh, 600, 0));
+    wait_for_scrapes(&mesh, sent.total);
+    let (code, r) = report(&mesh, &[]);
+    assert_eq!((code, r["verdict"].as_str()), (4, Some("roll_back")), "{r}");
+    let errors = check(&r, "error_rate");
+    assert_eq!(
+        (errors["source"].as_str(), errors["outcome"].as_str()),
+        (Some("gateway"), Some("roll_back"))
+    );
+    // Exactly the 503s the client received, out of the canary's requests.
+    let canary_requests = sent.by_version.get("v2").copied().unwrap_or(0.0) + sent.unavailable;
+    assert_eq!(
+        number(&errors["rates"]["candidate"]),
+        sent.unavailable,
+        "{errors}"
+    );
+    assert_eq!(
+        number(&errors["rates"]["candidate_n"]),
+        canary_requests,
+        "{errors}"
+    );
+    assert_eq!(number(&errors["rates"]["baseline"]), 0.0);
+    let rate = number(&errors["rates"]["candidate_rate"]);
+    assert!(
+        (0.03..0.2).contains(&rate),
+        "10 % aborts measured as {rate}"
+    );
+    let canary = row(&r, "cohorts", "cohort", "canary");
+    assert_eq!(number(&canary["errors"]), sent.unavailable);
+}
+
+#[test]
+fn a_fixed_delay_on_v2_is_flagged_by_the_latency_comparison() {
+    let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sets = EVEN_SPLIT.to_vec();
+    sets.extend([
+        "versions.v2.fault.delay.percentage=100",
+        "versions.v2.fault.delay.fixedDelay=100ms",
+    ]);
+    let mesh = LocalMesh::start(&sets);
+    let sent = tally(&send(&mesh, 400, 0));
+    assert_eq!(sent.unavailable, 0.0);
+    wait_for_scrapes(&mesh, sent.total);
+    let (code, r) = report(&mesh, &[]);
+    let latency = check(&r, "latency");
+    assert_eq!(
+        (latency["source"].as_str(), latency["outcome"].as_str()),
+        (Some("gateway"), Some("roll_back")),
+        "{latency}"
+    );
+    let a = number(&latency["latency"]["test"]["a"]);
+    assert!(a > 0.95, "every canary request is 100 ms slower, A = {a}");
+    let p95 = number(&latency["latency"]["candidate_p95"]);
+    assert!(
+        p95 >= 100.0,
+        "canary p95 {p95} ms under the injected 100 ms"
+    );
+    assert_eq!((code, r["verdict"].as_str()), (4, Some("roll_back")), "{r}");
+}
