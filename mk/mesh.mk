@@ -14,6 +14,14 @@ TEST_PREREQS += meshctl $(MODEL_SERVICE_BIN)
 # The model-service target is defined in its own mk file, read after this one.
 .SECONDEXPANSION:
 
+# Until the model-service area ships its own build rule for the binary.
+ifeq ($(wildcard $(ROOT)/mk/model.mk),)
+.PHONY: mesh-force
+mesh-force:
+$(MODEL_SERVICE_BIN): mesh-force
+	cargo build --locked --release -p model-service
+endif
+
 meshctl: ## Build the meshctl CLI
 	cargo build --locked -p meshctl
 
