@@ -166,6 +166,8 @@ fn lint_strict_passes_for_defaults_and_seed_values() {
             "istio.trafficSplit.canary=5",
         ],
         vec!["versions.v2.enabled=false"],
+        vec!["istio.host=custom.grader.local"],
+        vec!["istio.gateway.ingressGatewaySelector=custom-gateway"],
     ] {
         let mut args = vec!["lint", "--strict", chart.as_ref()];
         for set in &sets {
