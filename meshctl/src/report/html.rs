@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::analysis::{Latency, Report, Verdict};
+use super::analysis::{BinCount, Latency, Report, Verdict};
 use super::render::{self, Section};
 
 /// Text and attribute escaping for HTML and inline SVG.
@@ -139,14 +139,46 @@ fn bound(value: f64) -> String {
     format!("{value}")
 }
 
+/// A bucket bound as an axis label: ms below a second, then s, m, h.
+fn axis_label(ms: f64) -> String {
+    match ms {
+        v if v >= 3_600_000.0 => format!("{}h", v / 3_600_000.0),
+        v if v >= 60_000.0 => format!("{}m", v / 60_000.0),
+        v if v >= 1_000.0 => format!("{}s", v / 1_000.0),
+        v => format!("{v}"),
+    }
+}
+
+/// The bars to draw: every bucket up to the last finite one holding
+/// observations, one empty bucket after it for context, and the rest (up to
+/// an hour with Envoy's default buckets) merged into one open-ended tail
+/// bar. Counts stay exact; only empty resolution is dropped.
+pub fn display_bins(bins: &[BinCount]) -> Vec<BinCount> {
+    let last_used = bins
+        .iter()
+        .rposition(|b| b.upper.is_some() && b.count > 0.0)
+        .map_or(0, |i| i + 1);
+    let keep = (last_used + 1).min(bins.len().saturating_sub(1));
+    let mut out: Vec<BinCount> = bins[..keep].to_vec();
+    if let Some(first_tail) = bins.get(keep) {
+        out.push(BinCount {
+            lower: first_tail.lower,
+            upper: None,
+            count: bins[keep..].iter().map(|b| b.count).sum(),
+        });
+    }
+    out
+}
+
 /// One bar per bucket, equal widths (bucket bounds are roughly geometric, so
 /// a linear axis would squash the interesting ones), heights by count.
 fn histogram_svg(latency: &Latency) -> String {
     const BAR: f64 = 34.0;
     const PLOT: f64 = 140.0;
-    let max = latency.bins.iter().map(|b| b.count).fold(0.0_f64, f64::max);
+    let bins = display_bins(&latency.bins);
+    let max = bins.iter().map(|b| b.count).fold(0.0_f64, f64::max);
     // Wide enough for the quantile caption under few buckets.
-    let width = (80.0 + BAR * latency.bins.len() as f64).max(320.0);
+    let width = (80.0 + BAR * bins.len() as f64).max(320.0);
     let mut out = format!(
         "<svg class=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" data-subject=\"{}\" data-source=\"{}\" data-count=\"{}\" width=\"{width:.0}\" height=\"{}\" role=\"img\" aria-label=\"latency histogram of {} ({})\">",
         escape(&latency.subject),
@@ -160,7 +192,7 @@ fn histogram_svg(latency: &Latency) -> String {
         out,
         "<line x1=\"30\" y1=\"{PLOT}\" x2=\"{width:.0}\" y2=\"{PLOT}\" stroke=\"#999\"/>"
     );
-    for (i, bin) in latency.bins.iter().enumerate() {
+    for (i, bin) in bins.iter().enumerate() {
         let h = if max > 0.0 {
             bin.count / max * (PLOT - 20.0)
         } else {
@@ -189,9 +221,13 @@ fn histogram_svg(latency: &Latency) -> String {
         }
         let _ = write!(
             out,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{upper}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
             x + (BAR - 4.0) / 2.0,
-            PLOT + 14.0
+            PLOT + 14.0,
+            escape(
+                &bin.upper
+                    .map_or(format!(">{}", axis_label(bin.lower)), axis_label)
+            )
         );
     }
     let _ = write!(
@@ -251,6 +287,45 @@ mod tests {
     use super::super::analysis::tests::{dataset, settings};
     use super::super::analysis::{Window, analyse};
     use super::*;
+
+    fn bin(lower: f64, upper: Option<f64>, count: f64) -> BinCount {
+        BinCount {
+            lower,
+            upper,
+            count,
+        }
+    }
+
+    #[test]
+    fn empty_tail_buckets_merge_into_one_bar() {
+        let bins = vec![
+            bin(0.0, Some(1.0), 5.0),
+            bin(1.0, Some(5.0), 0.0),
+            bin(5.0, Some(10.0), 2.0),
+            bin(10.0, Some(25.0), 0.0),
+            bin(25.0, Some(50.0), 0.0),
+            bin(50.0, Some(3_600_000.0), 0.0),
+            bin(3_600_000.0, None, 1.0),
+        ];
+        let shown = display_bins(&bins);
+        let summary: Vec<_> = shown.iter().map(|b| (b.lower, b.upper, b.count)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0.0, Some(1.0), 5.0),
+                (1.0, Some(5.0), 0.0),
+                (5.0, Some(10.0), 2.0),
+                (10.0, Some(25.0), 0.0),
+                (25.0, None, 1.0),
+            ]
+        );
+        // Nothing to trim: unchanged.
+        let short = vec![bin(0.0, Some(1.0), 1.0), bin(1.0, None, 1.0)];
+        assert_eq!(display_bins(&short).len(), 2);
+        assert_eq!(axis_label(2500.0), "2.5s");
+        assert_eq!(axis_label(3_600_000.0), "1h");
+        assert_eq!(axis_label(0.5), "0.5");
+    }
 
     #[test]
     fn escape_covers_markup_characters() {
