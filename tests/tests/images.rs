@@ -95,18 +95,52 @@ fn run(mut command: Command) -> Output {
     output
 }
 
-fn build_images(out: &Path) -> String {
-    let mut command = Command::new(meshctl());
-    command
-        .args(["image", "build", "--tag", TAG, "--out"])
-        .arg(out)
-        .arg("--filter-wasm")
-        .arg(filter_wasm())
-        .arg("--model-service-bin")
-        .arg(model_service_bin())
-        .arg("--models-dir")
-        .arg(models_dir());
-    String::from_utf8(run(command).stdout).expect("utf-8 output")
+/// The build inputs, copied once so the checks compare against exactly what
+/// was built even if `make wasm` runs again meanwhile.
+struct Inputs {
+    wasm: PathBuf,
+    binary: PathBuf,
+    models: PathBuf,
+}
+
+impl Inputs {
+    fn snapshot(work: &Path) -> Inputs {
+        let dir = work.join("inputs");
+        fs::create_dir_all(dir.join("models")).expect("inputs dir");
+        let inputs = Inputs {
+            wasm: dir.join("plugin.wasm"),
+            binary: dir.join("model-service"),
+            models: dir.join("models"),
+        };
+        fs::copy(filter_wasm(), &inputs.wasm).expect("copy wasm");
+        fs::copy(model_service_bin(), &inputs.binary).expect("copy binary");
+        let models = models_dir();
+        for (name, bytes) in tree(&models) {
+            let path = inputs.models.join(name);
+            fs::create_dir_all(path.parent().expect("parent")).expect("models subdir");
+            fs::write(path, bytes).expect("copy model");
+        }
+        assert!(
+            !tree(&inputs.models).is_empty(),
+            "no models in {}",
+            models.display()
+        );
+        inputs
+    }
+
+    fn build(&self, out: &Path) -> String {
+        let mut command = Command::new(meshctl());
+        command
+            .args(["image", "build", "--tag", TAG, "--out"])
+            .arg(out)
+            .arg("--filter-wasm")
+            .arg(&self.wasm)
+            .arg("--model-service-bin")
+            .arg(&self.binary)
+            .arg("--models-dir")
+            .arg(&self.models);
+        String::from_utf8(run(command).stdout).expect("utf-8 output")
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -271,8 +305,9 @@ fn images_round_trip_through_a_registry_and_are_reproducible() {
     let second = work.path().join("build-2");
 
     // Reproducible: two builds from the same inputs are byte-identical.
-    let build_output = build_images(&first);
-    build_images(&second);
+    let inputs = Inputs::snapshot(work.path());
+    let build_output = inputs.build(&first);
+    inputs.build(&second);
     for name in [FILTER, MODEL_SERVICE] {
         assert_eq!(
             tree(&first.join(name)),
@@ -299,7 +334,7 @@ fn images_round_trip_through_a_registry_and_are_reproducible() {
     let stdout = String::from_utf8(run(push).stdout).expect("utf-8");
 
     // Filter: pulled back byte for byte, in the compat layout Istio reads.
-    let wasm = fs::read(filter_wasm()).expect("read wasm");
+    let wasm = fs::read(&inputs.wasm).expect("read wasm");
     let filter = skopeo_pull(&registry, FILTER, &work.path().join("pulled-filter"));
     let filter_ref = format!("{}/{NAMESPACE}/{FILTER}", registry.host);
     assert_eq!(
@@ -411,11 +446,11 @@ fn images_round_trip_through_a_registry_and_are_reproducible() {
     let binary = rootfs.join("model-service");
     assert_eq!(
         fs::read(&binary).expect("binary in image"),
-        fs::read(model_service_bin()).expect("built binary")
+        fs::read(&inputs.binary).expect("built binary")
     );
     assert_eq!(
         tree(&rootfs.join("models")),
-        tree(&models_dir()),
+        tree(&inputs.models),
         "the image holds the models as checked out"
     );
     assert_eq!(
@@ -423,6 +458,59 @@ fn images_round_trip_through_a_registry_and_are_reproducible() {
         0o755
     );
     serve_and_predict(&binary, &rootfs.join("models"), work.path());
+
+    chart_takes_the_printed_flags(&stdout, &filter, &filter_ref, &model, &model_ref);
+}
+
+/// The `--set` flags `push` prints are accepted by the chart (its schema
+/// included) and pin what was pushed.
+fn chart_takes_the_printed_flags(
+    stdout: &str,
+    filter: &Pulled,
+    filter_ref: &str,
+    model: &Pulled,
+    model_ref: &str,
+) {
+    let flags: Vec<&str> = stdout
+        .split_whitespace()
+        .skip_while(|word| *word != "--set")
+        .filter(|word| *word != "\\")
+        .collect();
+    assert_eq!(flags.len(), 8, "four --set flags in:\n{stdout}");
+    let mut command = Command::new(sms_checker_tests::helm_bin());
+    command
+        .args(["template", "sms-checker"])
+        .arg(workspace_root().join("manifests/sms-checker"))
+        .args(&flags);
+    let rendered = String::from_utf8(run(command).stdout).expect("utf-8");
+    let objects: Vec<Value> = rendered
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<Option<Value>>(doc).expect("YAML"))
+        .collect();
+    let of_kind = |kind: &'static str| objects.iter().filter(move |o| o["kind"] == kind);
+    let plugins: Vec<&Value> = of_kind("WasmPlugin").collect();
+    assert!(!plugins.is_empty(), "WasmPlugins rendered");
+    let filter_hex = filter.manifest_digest.trim_start_matches("sha256:");
+    for plugin in plugins {
+        let spec = &plugin["spec"];
+        assert_eq!(
+            spec["url"],
+            format!("oci://{filter_ref}@{}", filter.manifest_digest)
+        );
+        assert_eq!(spec["sha256"], filter_hex);
+    }
+    let images: Vec<&Value> = of_kind("Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .expect("containers")
+        })
+        .map(|c| &c["image"])
+        .collect();
+    assert!(!images.is_empty(), "Deployments rendered");
+    for image in images {
+        assert_eq!(*image, format!("{model_ref}@{}", model.manifest_digest));
+    }
 }
 
 /// Starts the binary taken out of the image and asks it for a prediction.
