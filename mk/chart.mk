@@ -10,10 +10,18 @@ ISTIO_CRDS    := istio-$(ISTIO_API_TAG)-customresourcedefinitions.gen.yaml
 ISTIO_CRDS_URL    := https://raw.githubusercontent.com/istio/api/$(ISTIO_API_TAG)/kubernetes/customresourcedefinitions.gen.yaml
 ISTIO_CRDS_SHA256 := dcb43ff6b9af2f629b80b6a82597f5a91db259c757e66cc5353ac007da28351a
 
-# The chart tests validate Istio objects against these CRDs.
-TEST_PREREQS += chart-crds
+# PodMonitor/ServiceMonitor validators generated from the Prometheus
+# Operator's API types (npm), for the kinds whose CRDs are not pinned here.
+MONITOR_MODELS_PIN := @kubernetes-models/prometheus-operator@6.0.0
+CHART_NODE         := $(TOOLS)/chart-node
+MONITOR_MODELS     := $(CHART_NODE)/node_modules/@kubernetes-models/prometheus-operator/package.json
+export CHART_NODE_MODULES ?= $(CHART_NODE)/node_modules
 
-.PHONY: chart-lint chart-template chart-test chart-crds deploy undeploy
+# The chart tests validate Istio objects against these CRDs, and the
+# Prometheus Operator kinds with those models.
+TEST_PREREQS += chart-crds chart-monitor-models
+
+.PHONY: chart-lint chart-template chart-test chart-crds chart-monitor-models deploy undeploy
 
 chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --set knobs)
 	$(HELM) lint --strict $(CHART)
@@ -23,7 +31,7 @@ chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --s
 chart-template: $(HELM) ## Render the chart to stdout (HELM_ARGS=... to pass --set flags)
 	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS)
 
-chart-test: tools chart-crds ## Chart tests: helm, kubernetes-validate, Istio CRD schemas, semantics
+chart-test: tools chart-crds chart-monitor-models ## Chart tests: helm, kubernetes-validate, Istio CRD schemas, semantics
 	cargo test -p sms-checker-tests --test chart
 
 # ../shared holds the pinned CRDs; a checkout without it fetches the same
@@ -39,6 +47,13 @@ chart-crds:
 	  echo "$(ISTIO_CRDS_SHA256)  $(TOOLS)/schemas/$(ISTIO_CRDS).part" | sha256sum --check --quiet; \
 	  mv "$(TOOLS)/schemas/$(ISTIO_CRDS).part" "$(TOOLS)/schemas/$(ISTIO_CRDS)"; \
 	fi
+
+chart-monitor-models: $(MONITOR_MODELS)
+$(MONITOR_MODELS):
+	@command -v npm >/dev/null || scripts/ensure-apt.sh nodejs npm
+	mkdir -p $(CHART_NODE)
+	npm install --prefix $(CHART_NODE) --no-audit --no-fund --silent --save-exact '$(MONITOR_MODELS_PIN)'
+	@test -f $@
 
 deploy: $(HELM) ## helm upgrade --install the chart (RELEASE, NAMESPACE, HELM_ARGS)
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace --wait $(HELM_ARGS)

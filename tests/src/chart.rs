@@ -403,13 +403,9 @@ pub fn closed_schema(schema: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Validates every rendered object: Istio kinds against the CRDs, core kinds
-/// with kubernetes-validate. Prometheus Operator kinds are returned for the
-/// caller to check by other means (their CRDs are not pinned here).
-pub fn validate_all<'a>(
-    objects: &'a [Value],
-    istio: &IstioSchemas,
-) -> Result<Vec<&'a Value>, ChartError> {
+/// Validates every rendered object: Istio kinds against the CRDs, Prometheus
+/// Operator kinds with their API models, core kinds with kubernetes-validate.
+pub fn validate_all(objects: &[Value], istio: &IstioSchemas) -> Result<(), ChartError> {
     let mut core = Vec::new();
     let mut operator = Vec::new();
     for object in objects {
@@ -421,10 +417,87 @@ pub fn validate_all<'a>(
             core.push(object);
         }
     }
+    if !operator.is_empty() {
+        prometheus_operator_validate(&operator)?;
+    }
     for version in KUBERNETES_VERSIONS {
         kubernetes_validate(&core, version)?;
     }
-    Ok(operator)
+    Ok(())
+}
+
+/// Runs each object through the validator `@kubernetes-models/prometheus-operator`
+/// generates from the Prometheus Operator's Go API types (types, enums,
+/// patterns, required fields; it does not reject unknown fields).
+const MONITOR_VALIDATOR_JS: &str = r#"
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const [modules, input] = process.argv.slice(2);
+let failed = 0;
+for (const object of JSON.parse(readFileSync(input, "utf8"))) {
+  const name = `${object.kind}/${object.metadata?.name}`;
+  const [group, version] = String(object.apiVersion).split("/");
+  const file = `${modules}/@kubernetes-models/prometheus-operator/${group}/${version}/${object.kind}.js`;
+  try {
+    const model = await import(pathToFileURL(file).href);
+    new model[object.kind](object).validate();
+    console.log(`passed ${name}`);
+  } catch (error) {
+    failed++;
+    console.log(`ERROR ${name}: ${error.message}`);
+  }
+}
+process.exit(failed ? 1 : 0);
+"#;
+
+/// Validates PodMonitor/ServiceMonitor objects with the npm models that
+/// `make chart-monitor-models` installs (`$CHART_NODE_MODULES`).
+pub fn prometheus_operator_validate(objects: &[&Value]) -> Result<(), ChartError> {
+    let modules = tool("CHART_NODE_MODULES", ".tools/chart-node/node_modules");
+    let package = modules.join("@kubernetes-models/prometheus-operator/package.json");
+    if !package.exists() {
+        return Err(ChartError::Spawn {
+            tool: package,
+            error: "not installed (run `make chart-monitor-models`)".into(),
+        });
+    }
+    let dir = tempfile::tempdir().map_err(|e| ChartError::Yaml(e.to_string()))?;
+    let script = dir.path().join("validate-monitors.mjs");
+    let input = dir.path().join("objects.json");
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes)
+            .map_err(|e| ChartError::Yaml(format!("{}: {e}", path.display())))
+    };
+    write(&script, MONITOR_VALIDATOR_JS.as_bytes())?;
+    write(
+        &input,
+        &serde_json::to_vec(objects).map_err(|e| ChartError::Yaml(e.to_string()))?,
+    )?;
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&modules)
+        .arg(&input)
+        .output()
+        .map_err(|e| ChartError::Spawn {
+            tool: PathBuf::from("node"),
+            error: e.to_string(),
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text.lines().filter(|l| l.starts_with("passed ")).count();
+    if !out.status.success() || passed != objects.len() {
+        return Err(ChartError::Invalid {
+            object: format!(
+                "{} Prometheus Operator objects ({passed} passed)",
+                objects.len()
+            ),
+            errors: text.lines().map(str::to_string).collect(),
+        });
+    }
+    Ok(())
 }
 
 fn collect_rules(schema: &Value, path: &mut Vec<Step>, out: &mut Vec<CelRule>) {
