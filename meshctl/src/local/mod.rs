@@ -475,12 +475,9 @@ fn print_findings(findings: &[Finding]) {
         println!("The local mesh reproduces everything the chart renders.");
         return;
     }
-    println!(
-        "Not reproduced, or reproduced differently, by the local mesh ({}):",
-        findings.len()
-    );
-    for finding in findings {
-        println!("  - {finding}");
+    println!("Not reproduced, or reproduced differently, by the local mesh:");
+    for line in plan::grouped(findings) {
+        println!("  - {line}");
     }
     // A refused plugin configuration changes what users see: say it last and loudly.
     for finding in findings

@@ -71,6 +71,33 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Findings as lines, the same finding on several objects of one kind
+/// merged into one line (`Deployment/a, b, c: ...`).
+pub fn grouped(findings: &[Finding]) -> Vec<String> {
+    let mut lines: Vec<(Option<(String, String)>, Vec<String>)> = Vec::new();
+    for finding in findings {
+        let text = finding.to_string();
+        let key = text.split_once(": ").and_then(|(object, rest)| {
+            let (kind, name) = object.split_once('/')?;
+            Some(((kind.to_string(), rest.to_string()), name.to_string()))
+        });
+        match key {
+            Some((key, name)) => match lines.iter_mut().find(|(k, _)| k.as_ref() == Some(&key)) {
+                Some((_, names)) => names.push(name),
+                None => lines.push((Some(key), vec![name])),
+            },
+            None => lines.push((None, vec![text])),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(key, names)| match key {
+            Some((kind, rest)) => format!("{kind}/{}: {rest}", names.join(", ")),
+            None => names.join(""),
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("{object}: {source}")]
@@ -1272,6 +1299,29 @@ mod tests {
             translate(&parse_objects(&no_gateway).unwrap(), WASM),
             Err(PlanError::NoGateway)
         ));
+    }
+
+    #[test]
+    fn the_same_finding_on_several_objects_is_one_line() {
+        let finding = |object: &str, field: &str| Finding::Unsupported {
+            object: object.into(),
+            field: field.into(),
+            why: "no local effect".into(),
+        };
+        let lines = grouped(&[
+            finding("Deployment/a", "resources"),
+            finding("Deployment/b", "resources"),
+            finding("Service/a", "resources"),
+            finding("Deployment/a", "probes"),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "Deployment/a, b: resources not reproduced (no local effect)",
+                "Service/a: resources not reproduced (no local effect)",
+                "Deployment/a: probes not reproduced (no local effect)",
+            ]
+        );
     }
 
     #[test]
