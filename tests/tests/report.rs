@@ -170,6 +170,20 @@ struct Scenario {
     _exporters: (Exporter, Exporter),
 }
 
+/// Timestamp of the first sample of `series` (one series) equal to `value`.
+fn first_sample_with(prometheus: &Prometheus, series: &str, value: f64) -> f64 {
+    let result = prometheus.query(&format!("{series}[5m]"), None);
+    let samples = result
+        .first()
+        .and_then(|r| r["values"].as_array())
+        .unwrap_or_else(|| panic!("no samples of {series}: {result:?}"));
+    samples
+        .iter()
+        .find(|s| s[1].as_str().and_then(|v| v.parse::<f64>().ok()) == Some(value))
+        .and_then(|s| s[0].as_f64())
+        .unwrap_or_else(|| panic!("no sample of {series} equal to {value}: {samples:?}"))
+}
+
 fn scenario(dir: &Path) -> Scenario {
     let a = Exporter::start(&exporter_a(0));
     let b = Exporter::start(&exporter_b(0));
@@ -178,14 +192,24 @@ fn scenario(dir: &Path) -> Scenario {
     let shadow = r#"sum(sms_model_requests_total{version="v3"})"#;
     prometheus.wait_for_value(gateway, 2000.0);
     prometheus.wait_for_value(shadow, 330.0);
-    let start = now();
-    // A scrape that began before `start` may still be answered just after
-    // it: give it time before the values change.
-    std::thread::sleep(std::time::Duration::from_millis(300));
     a.serve(&exporter_a(1));
     b.serve(&exporter_b(1));
     prometheus.wait_for_value(gateway, 2800.0);
     prometheus.wait_for_value(shadow, 330.0 + 990.0);
+    // The window starts just before the first sample of the traffic phase,
+    // as Prometheus stamped it (scrapes are 1 s apart, so 10 ms before it
+    // only baseline samples lie earlier, even after rounding to ms).
+    let start = [
+        (r#"sms_cohort_requests_total{cohort="stable"}"#, 2800.0),
+        (
+            r#"sms_model_requests_total{version="v3",prediction="ham"}"#,
+            1160.0,
+        ),
+    ]
+    .into_iter()
+    .map(|(series, value)| first_sample_with(&prometheus, series, value))
+    .fold(f64::INFINITY, f64::min)
+        - 0.01;
     a.serve(&exporter_a(2));
     prometheus.wait_for_value(gateway, 100.0);
     let end = now();
