@@ -74,7 +74,10 @@ impl fmt::Display for Finding {
 /// Findings as lines, the same finding on several objects of one kind
 /// merged into one line (`Deployment/a, b, c: ...`).
 pub fn grouped(findings: &[Finding]) -> Vec<String> {
-    let mut lines: Vec<(Option<(String, String)>, Vec<String>)> = Vec::new();
+    /// (kind, what) shared by the names merged into one line; `None` for a
+    /// finding that names no `Kind/name` object.
+    type Key = Option<(String, String)>;
+    let mut lines: Vec<(Key, Vec<String>)> = Vec::new();
     for finding in findings {
         let text = finding.to_string();
         let key = text.split_once(": ").and_then(|(object, rest)| {
