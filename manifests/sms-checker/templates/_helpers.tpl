@@ -58,11 +58,6 @@ model-deployment-{{ . }}
 {{ include "sms-checker.app" . }}
 {{- end }}
 
-{{/* In-cluster name of the Service, for the mesh gateway's hosts. */}}
-{{- define "sms-checker.serviceFqdn" -}}
-{{ include "sms-checker.serviceName" . }}.{{ .Release.Namespace }}.svc.cluster.local
-{{- end }}
-
 {{- define "sms-checker.image" -}}
 {{- $image := .Values.modelService.image -}}
 {{- if $image.digest -}}
