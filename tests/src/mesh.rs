@@ -49,6 +49,8 @@ pub struct MeshOptions {
     pub sets: Vec<String>,
     /// An already rendered manifest to run instead of rendering the chart.
     pub manifest: Option<PathBuf>,
+    /// The Prometheus binary; `None` uses meshctl's default (Debian's).
+    pub prometheus: Option<PathBuf>,
 }
 
 /// One component as `state.json` describes it.
@@ -109,6 +111,9 @@ impl LocalMesh {
         }
         if let Some(manifest) = &options.manifest {
             command.arg("--manifest").arg(manifest);
+        }
+        if let Some(prometheus) = &options.prometheus {
+            command.arg("--prometheus").arg(prometheus);
         }
         let log = run_dir.path().join("meshctl.out");
         let mut meshctl = Process::spawn("meshctl", command, &log);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sms_checker_tests::mesh::{LocalMesh, pid_alive};
+use sms_checker_tests::mesh::{LocalMesh, MeshOptions, parallel, pid_alive, predict};
 use sms_checker_tests::wait_for;
 
 fn component_pids(mesh: &LocalMesh) -> Vec<(String, u32)> {
@@ -73,4 +73,23 @@ fn killing_meshctl_takes_its_children_with_it() {
         Duration::from_secs(10),
         || pids.iter().all(|(_, pid)| !pid_alive(*pid)).then_some(()),
     );
+}
+
+#[test]
+fn without_prometheus_the_mesh_says_so_and_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mesh = LocalMesh::start_with(MeshOptions {
+        prometheus: Some(dir.path().join("no-prometheus-here")),
+        ..MeshOptions::default()
+    });
+    let output = mesh.output();
+    assert!(output.contains("Prometheus not found at"), "{output}");
+    assert!(output.contains("running without it"), "{output}");
+    assert!(mesh.components().iter().all(|c| c.kind != "prometheus"));
+    let gateway = mesh.url("");
+    for reply in parallel(20, 4, |agent, _| {
+        predict(agent, &gateway, None, "hello there")
+    }) {
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
 }
