@@ -620,30 +620,12 @@ fn pods_are_locked_down_probed_and_instrumented() {
     }
 }
 
-/// Envoy's `safe_regex` matches the whole name (RE2, anchored).
-fn full_match(regex: &str, text: &str) -> bool {
-    // The patterns here only use `.*` and literals: translate to a prefix,
-    // middle and suffix check without pulling in a regex engine.
-    let parts: Vec<&str> = regex.split(".*").collect();
-    let literal = |p: &str| p.replace("\\.", ".");
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        let part = literal(part);
-        if i == 0 {
-            match rest.strip_prefix(part.as_str()) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part.as_str());
-        } else {
-            match rest.find(part.as_str()) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    rest.is_empty()
+/// Envoy's `safe_regex` matches the whole stat name (RE2 syntax, which the
+/// regex crate follows).
+fn full_match(pattern: &str, text: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .unwrap_or_else(|e| panic!("inclusion regexp {pattern:?}: {e}"))
+        .is_match(text)
 }
 
 #[test]
