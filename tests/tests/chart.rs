@@ -585,15 +585,8 @@ fn pods_are_locked_down_probed_and_instrumented() {
         .expect("proxy config is YAML");
         assert_eq!(
             proxy["extraStatTags"],
-            json!([
-                "cohort",
-                "response_class",
-                "user",
-                "outcome",
-                "version",
-                "prediction",
-                "mirrored"
-            ])
+            json!(sms_checker_filter::metrics::TAG_NAMES),
+            "one stats tag rule per tag the filter emits"
         );
         let regexps: Vec<&str> = proxy["proxyStatsMatcher"]["inclusionRegexps"]
             .as_array()
@@ -603,14 +596,27 @@ fn pods_are_locked_down_probed_and_instrumented() {
             .collect();
         // Envoy matches the full stat name: the Wasm namespace and the
         // tag-encoded labels come before the metric name.
-        for stat in [
-            "wasmcustom.version=.=v1;.;cohort=.=canary;.;sms_model_requests_total",
-            "cohort=.=stable;.;sms_cohort_requests_total",
+        use sms_checker_filter::metrics::{
+            GATEWAY_DURATION, GATEWAY_OVERRIDES, GATEWAY_REQUESTS, GATEWAY_USERS, SIDECAR_DURATION,
+            SIDECAR_REQUESTS,
+        };
+        for metric in [
+            GATEWAY_REQUESTS,
+            GATEWAY_DURATION,
+            GATEWAY_USERS,
+            GATEWAY_OVERRIDES,
+            SIDECAR_REQUESTS,
+            SIDECAR_DURATION,
         ] {
-            assert!(
-                regexps.iter().any(|r| full_match(r, stat)),
-                "{stat} not kept by {regexps:?}"
-            );
+            for stat in [
+                format!("wasmcustom.version=.=v1;.;cohort=.=canary;.;{metric}"),
+                format!("cohort=.=stable;.;{metric}"),
+            ] {
+                assert!(
+                    regexps.iter().any(|r| full_match(r, &stat)),
+                    "{stat} not kept by {regexps:?}"
+                );
+            }
         }
         assert!(
             !regexps
