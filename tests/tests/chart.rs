@@ -1220,3 +1220,46 @@ fn install_dry_run_prints_how_to_reach_the_app() {
     .expect_err("Kubernetes 1.32 accepted");
     assert!(err.to_string().contains("requires kubeVersion"), "{err}");
 }
+
+/// The chart's values are the source of truth, and the filter's defaults
+/// (used when a key is left out) say the same thing.
+#[test]
+fn chart_defaults_agree_with_the_filter_defaults() {
+    use sms_checker_filter::config as filter;
+
+    let token_sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let objects = render_valid(&[("experiment.override.tokenSha256", token_sha)]);
+    let gateway = plugin_config(&objects, "sms-checker-cohort-gateway");
+    assert_eq!(gateway["experiment"], filter::DEFAULT_EXPERIMENT);
+    assert_eq!(gateway["cohortHeader"], filter::DEFAULT_COHORT_HEADER);
+    assert_eq!(gateway["salt"], filter::DEFAULT_SALT);
+    assert_eq!(gateway["cookie"]["name"], filter::DEFAULT_COOKIE_NAME);
+    assert_eq!(
+        gateway["cookie"]["maxAgeSeconds"],
+        filter::DEFAULT_COOKIE_MAX_AGE
+    );
+    assert_eq!(
+        gateway["override"]["header"],
+        filter::DEFAULT_OVERRIDE_HEADER
+    );
+    assert_eq!(
+        gateway["override"]["tokenHeader"],
+        filter::DEFAULT_OVERRIDE_TOKEN_HEADER
+    );
+    let sidecar = plugin_config(&objects, "sms-checker-cohort-v1");
+    assert_eq!(
+        sidecar["predictionHeader"],
+        filter::DEFAULT_PREDICTION_HEADER
+    );
+    assert_eq!(
+        sidecar["shadowHostSuffix"],
+        filter::DEFAULT_SHADOW_HOST_SUFFIX
+    );
+    // The schema's cookie lifetime cap is the filter's.
+    let too_long = (filter::MAX_COOKIE_MAX_AGE + 1).to_string();
+    render_error(&[("experiment.cookie.maxAgeSeconds", &too_long)]);
+    render_valid(&[(
+        "experiment.cookie.maxAgeSeconds",
+        &filter::MAX_COOKIE_MAX_AGE.to_string(),
+    )]);
+}
