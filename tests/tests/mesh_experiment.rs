@@ -140,7 +140,29 @@ fn two_thousand_users_split_90_10_sticky_mirrored_and_counted_by_prometheus() {
         .sum::<f64>();
     assert_eq!(v1 + v2, total);
 
-    // The sidecars count exactly what the users got.
+    // The sidecars count exactly what the users got (the filter may hand its
+    // counts to Envoy on a timer, so wait for them to settle).
+    wait_for(
+        "the sidecars to count what was sent",
+        Duration::from_secs(30),
+        || {
+            sent.iter()
+                .all(|((version, cohort), count)| {
+                    let stats = mesh.proxy_stats(&format!("sidecar-{version}"));
+                    let counted = metric_sum(
+                        &stats,
+                        "sms_model_requests_total",
+                        &[
+                            ("version", version),
+                            ("cohort", cohort),
+                            ("mirrored", "false"),
+                        ],
+                    );
+                    counted == *count
+                })
+                .then_some(())
+        },
+    );
     for ((version, cohort), count) in &sent {
         let stats = mesh.proxy_stats(&format!("sidecar-{version}"));
         let counted = metric_sum(

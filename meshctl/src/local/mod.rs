@@ -512,6 +512,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let run_dir = abs(&args.run_dir)?;
+    // Left over from a run that was killed: not this run's state or requests.
+    for request in state::control_requests(&run_dir)? {
+        request.done()?;
+    }
     let mut state = State::new(&run_dir, prepared.urls.clone(), &prepared.plan.findings);
     let mut components: Vec<Component> = Vec::new();
     let mut all = prepared.specs;
@@ -523,7 +527,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         supervisor::fresh_log(&spec.log)?;
         let mut component = Component::new(spec);
         component.start()?;
-        let ready = component.wait_ready(Duration::from_secs(60));
+        let ready = component.wait_ready(Duration::from_secs(60), &stop);
         let mut component_state = component_state;
         component_state.pid = component.pid();
         components.push(component);
@@ -597,7 +601,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     while let Some(mut component) = components.pop() {
         component.stop(Duration::from_secs(5));
     }
-    state.remove()?;
+    drop(state);
     println!("Stopped.");
     Ok(ExitCode::SUCCESS)
 }
@@ -612,7 +616,7 @@ fn apply(component: &mut Component, action: &str) -> anyhow::Result<Option<u32>>
         "start" | "restart" => {
             component.stop(Duration::from_secs(5));
             component.start()?;
-            component.wait_ready(Duration::from_secs(60))?;
+            component.wait_ready(Duration::from_secs(60), &AtomicBool::new(false))?;
             Ok(component.pid())
         }
         other => anyhow::bail!("unknown action {other} (stop, start, restart)"),

@@ -67,7 +67,9 @@ pub struct State {
 }
 
 impl State {
+    /// Starts a new state, removing the file of an earlier run.
     pub fn new(run_dir: &Path, urls: Vec<(String, String)>, findings: &[Finding]) -> State {
+        let _ = std::fs::remove_file(run_dir.join("state.json"));
         State {
             meshctl_pid: std::process::id(),
             ready: false,
@@ -89,12 +91,12 @@ impl State {
         self.dirty = false;
         Ok(())
     }
+}
 
-    pub fn remove(&self) -> anyhow::Result<()> {
-        match std::fs::remove_file(&self.path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
-            _ => Ok(()),
-        }
+/// A mesh that is gone, however meshctl leaves, has no state file.
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

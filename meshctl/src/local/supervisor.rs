@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -126,7 +127,12 @@ impl Component {
 
     /// Polls the ready URL until it answers 200, the process exits, or
     /// `timeout` passes.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), SuperviseError> {
+    /// Gives up early, without error, once `cancel` is set (Ctrl-C).
+    pub fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<(), SuperviseError> {
         let deadline = Instant::now() + timeout;
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(1)))
@@ -140,6 +146,9 @@ impl Component {
                     status,
                     log: self.spec.log.clone(),
                 });
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
             }
             if agent
                 .get(&self.spec.ready_url)
@@ -262,7 +271,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut component = Component::new(spec(dir.path(), "exit 3"));
         component.start().unwrap();
-        let err = component.wait_ready(Duration::from_secs(5)).unwrap_err();
+        let err = component
+            .wait_ready(Duration::from_secs(5), &AtomicBool::new(false))
+            .unwrap_err();
         assert!(matches!(err, SuperviseError::Exited { .. }), "{err}");
         assert!(err.to_string().contains("sh.log"));
     }
