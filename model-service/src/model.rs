@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::{FeatureSet, Kind, feature_id, for_each_feature, term_chars};
+use crate::text::{FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature, term_chars};
 
 /// The artifact layout this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -187,7 +187,8 @@ pub enum Params {
         bigrams: BTreeMap<String, [f32; 2]>,
         char_grams: BTreeMap<String, [f32; 2]>,
     },
-    /// Multinomial naive Bayes on words hashed into `2^bits` buckets; each
+    /// Multinomial naive Bayes on byte-level words (see
+    /// [`crate::text::for_each_byte_word`]) hashed into `2^bits` buckets; each
     /// bucket holds `log P(bucket|spam) - log P(bucket|ham)`.
     HashedNaiveBayes {
         alpha: f64,
@@ -441,9 +442,9 @@ impl Model {
                 log_odds,
             } => {
                 let mut score = *bias;
-                for_each_feature(text, FeatureSet::WORDS, |kind, chars| {
+                for_each_byte_word(text, |hash| {
                     // The mask keeps the index inside the table.
-                    score += log_odds[(feature_id(kind, chars) & mask) as usize];
+                    score += log_odds[(hash & mask) as usize];
                 });
                 score
             }

@@ -51,6 +51,16 @@ pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, 
     loop {
         let next = chars.next();
         match next {
+            // ASCII first: nearly every SMS is ASCII, and the Unicode
+            // tables are several times slower.
+            Some(c) if c.is_ascii_alphanumeric() => {
+                if len < MAX_WORD_CHARS {
+                    word[len] = c.to_ascii_lowercase();
+                    len += 1;
+                }
+                continue;
+            }
+            Some(c) if c.is_ascii() => {}
             Some(c) if c.is_alphanumeric() => {
                 for lower in c.to_lowercase() {
                     if len < MAX_WORD_CHARS {
@@ -104,6 +114,30 @@ fn emit_word(word: &[char], prev: &[char], set: FeatureSet, emit: &mut impl FnMu
                 emit(Kind::CharGram, &padded[start..start + n]);
             }
         }
+    }
+}
+
+/// The cheap tokenizer of the hashed model (v3): one pass over the bytes,
+/// no decoding and no buffer. A word is a run of ASCII letters and digits
+/// (lowercased) and non-ASCII bytes (kept as they are, so `£5` is one
+/// word); each word is reported as a 64-bit hash of its bytes.
+pub fn for_each_byte_word(text: &str, mut emit: impl FnMut(u64)) {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut in_word = false;
+    for &byte in text.as_bytes() {
+        if byte.is_ascii_alphanumeric() || !byte.is_ascii() {
+            hash = (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(PRIME);
+            in_word = true;
+        } else if in_word {
+            emit(mix64(hash));
+            hash = OFFSET;
+            in_word = false;
+        }
+    }
+    if in_word {
+        emit(mix64(hash));
     }
 }
 
@@ -201,6 +235,22 @@ mod tests {
         );
         assert_ne!(feature_id(Kind::Word, &abc), feature_id(Kind::Word, &abd));
         assert_eq!(feature_id(Kind::Word, &abc), feature_id(Kind::Word, &abc));
+    }
+
+    #[test]
+    fn byte_words_fold_ascii_case_and_keep_other_bytes() {
+        let hashes = |text: &str| {
+            let mut out = Vec::new();
+            for_each_byte_word(text, |h| out.push(h));
+            out
+        };
+        assert_eq!(hashes("Call NOW, call now!"), {
+            let h = hashes("call now");
+            [h[0], h[1], h[0], h[1]].to_vec()
+        });
+        assert_eq!(hashes("win £5 now").len(), 3);
+        assert_ne!(hashes("£5"), hashes("5"));
+        assert!(hashes(" ,.!? ").is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::dataset::{Dataset, Rng, SPLIT_SEED, Split, TEST_FRACTION, stratified_
 use crate::model::{
     Artifact, DatasetInfo, FORMAT, FeatureSpec, Label, Metrics, Model, Params, Version,
 };
-use crate::text::{FeatureSet, Kind, feature_id, for_each_feature};
+use crate::text::{FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature};
 
 /// Laplace smoothing for both naive Bayes versions.
 const NB_ALPHA: f64 = 1.0;
@@ -31,7 +31,7 @@ pub fn classifier_name(version: Version) -> &'static str {
     match version {
         Version::V1 => "multinomial-nb-words",
         Version::V2 => "logistic-regression-words-bigrams-chargrams",
-        Version::V3 => "hashed-multinomial-nb-words",
+        Version::V3 => "hashed-multinomial-nb-byte-words",
     }
 }
 
@@ -137,8 +137,8 @@ fn hashed_naive_bayes(train: &[(&str, Label)]) -> Params {
     let mut counts = vec![[0u64; 2]; buckets];
     let mut totals = [0u64; 2];
     for (text, label) in train {
-        for_each_feature(text, FeatureSet::WORDS, |kind, chars| {
-            counts[(feature_id(kind, chars) & mask) as usize][class(*label)] += 1;
+        for_each_byte_word(text, |hash| {
+            counts[(hash & mask) as usize][class(*label)] += 1;
             totals[class(*label)] += 1;
         });
     }

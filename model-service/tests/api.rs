@@ -294,7 +294,7 @@ async fn health_ready_version_usage_and_page() {
 
     let version = send(&app, get("/version")).await.json();
     assert_eq!(version["version"], "v3");
-    assert_eq!(version["classifier"], "hashed-multinomial-nb-words");
+    assert_eq!(version["classifier"], "hashed-multinomial-nb-byte-words");
     assert_eq!(
         version["dataset_sha256"],
         model_service::dataset::SHA256,
