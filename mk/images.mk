@@ -12,6 +12,9 @@ IMAGES_WASM_RULE := $(if $(FILTER_WASM),wasm)
 # `make push REGISTRY=127.0.0.1:5000/sms TLS_VERIFY=false` for a local registry.
 REGISTRY ?=
 TLS_VERIFY ?= true
+# Tag of both images; empty: the workspace version. E.g. IMAGE_TAG=$$(git rev-parse --short HEAD).
+IMAGE_TAG ?=
+IMAGE_TAG_FLAG := $(if $(IMAGE_TAG),--tag '$(IMAGE_TAG)')
 
 export MESHCTL_BIN ?= $(MESHCTL_DEBUG)
 export MODEL_SERVICE_MUSL_BIN ?= $(MODEL_SERVICE_MUSL)
@@ -30,12 +33,12 @@ meshctl-debug:
 images: $(IMAGES_WASM_RULE) model-service-musl meshctl-debug ## OCI layouts of the filter and model-service in target/images (no Docker)
 	$(MESHCTL_DEBUG) image build --filter-wasm $(IMAGES_WASM) \
 	  --model-service-bin $(MODEL_SERVICE_MUSL) --models-dir $(MODEL_SERVICE_MODELS) \
-	  --out $(IMAGES_DIR)
+	  --out $(IMAGES_DIR) $(IMAGE_TAG_FLAG)
 
-push: images ## Push both images with skopeo: make push REGISTRY=host[:port]/ns [TLS_VERIFY=false]
+push: images ## Push both images with skopeo: make push REGISTRY=host[:port]/ns [TLS_VERIFY=false] [IMAGE_TAG=t]
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY=host[:port][/namespace]" >&2; exit 1; }
 	@scripts/ensure-apt.sh skopeo
 	$(MESHCTL_DEBUG) image push --registry '$(REGISTRY)' --images $(IMAGES_DIR) \
-	  --tls-verify=$(TLS_VERIFY) --skopeo /usr/bin/skopeo
+	  --tls-verify=$(TLS_VERIFY) --skopeo /usr/bin/skopeo $(IMAGE_TAG_FLAG)
 
 TEST_PREREQS += $(IMAGES_WASM_RULE) model-service-musl meshctl-debug
