@@ -31,3 +31,8 @@ run: tools wasm $$(MODEL_SERVICE_BIN) meshctl ## Start the local mesh from the c
 
 run-check: tools meshctl ## Render and translate the chart, validate the Envoy configs, list what is not reproduced
 	$(MESHCTL) run --check $(if $(strip $(SET)),--set '$(SET)') $(RUN_FLAGS)
+
+BENCH_TARGETS += bench-mesh
+.PHONY: bench-mesh
+bench-mesh: tools wasm $$(MODEL_SERVICE_BIN) meshctl ## Benchmark the local mesh: start-up time; /predict via gateway+sidecar vs direct (wrk)
+	meshctl/bench/mesh.sh $(MESHCTL) $(FILTER_WASM) $(MODEL_SERVICE_BIN) 10
