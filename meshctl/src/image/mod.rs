@@ -104,7 +104,7 @@ pub enum ImageError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("building a layer: {0}")]
+    #[error("layer archive: {0}")]
     Layer(#[from] std::io::Error),
     #[error("serializing image JSON: {0}")]
     Json(serde_json::Error),
@@ -231,4 +231,126 @@ fn push_one(args: &PushArgs, name: &str) -> Result<(String, String), ImageError>
         );
     }
     Ok((destination, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0module";
+
+    /// Builds both layouts from stand-in inputs (a minimal static ELF).
+    fn built(tmp: &std::path::Path) -> PathBuf {
+        let wasm = tmp.join("m.wasm");
+        fs::write(&wasm, MODULE).expect("wasm");
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        let binary = tmp.join("model-service");
+        fs::write(&binary, elf).expect("binary");
+        let models = tmp.join("models");
+        fs::create_dir_all(&models).expect("models");
+        fs::write(models.join("v1.json"), b"{}").expect("model");
+        let out = tmp.join("images");
+        build(&BuildArgs {
+            filter_wasm: wasm,
+            model_service_bin: binary,
+            models_dir: models,
+            out: out.clone(),
+            tag: "t".to_string(),
+        })
+        .expect("build");
+        out
+    }
+
+    /// A stand-in for skopeo: a shell script with the given body.
+    fn fake_skopeo(tmp: &std::path::Path, body: &str) -> PathBuf {
+        let path = tmp.join("skopeo");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    fn push_args(images: PathBuf, skopeo: PathBuf) -> PushArgs {
+        PushArgs {
+            registry: "127.0.0.1:1/ns".parse().expect("registry"),
+            images,
+            tag: "t".to_string(),
+            tls_verify: false,
+            skopeo,
+        }
+    }
+
+    #[test]
+    fn the_module_comes_back_out_of_the_layout() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = built(tmp.path());
+        let layout = Layout::open(&out.join(FILTER_IMAGE)).expect("open");
+        assert_eq!(wasm_in_layout(&layout, "t").expect("wasm"), MODULE);
+        let model = Layout::open(&out.join(MODEL_SERVICE_IMAGE)).expect("open");
+        assert!(matches!(
+            wasm_in_layout(&model, "t"),
+            Err(ImageError::NoPluginWasm { .. })
+        ));
+    }
+
+    #[test]
+    fn a_registry_that_changes_the_digest_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = built(tmp.path());
+        let other = format!("sha256:{}", "0".repeat(64));
+        let skopeo = fake_skopeo(
+            tmp.path(),
+            &format!(
+                "while [ $# -gt 0 ]; do [ \"$1\" = --digestfile ] && echo {other} > \"$2\"; shift; done"
+            ),
+        );
+        let err = push(&push_args(out, skopeo)).expect_err("digest changed");
+        match err {
+            ImageError::PushedDigestChanged {
+                destination,
+                pushed,
+                ..
+            } => {
+                assert_eq!(destination, "127.0.0.1:1/ns/sms-checker-filter");
+                assert_eq!(pushed, other);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn skopeo_failures_carry_its_message() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = built(tmp.path());
+        let skopeo = fake_skopeo(
+            tmp.path(),
+            "echo 'unauthorized: authentication required' >&2; exit 1",
+        );
+        let err = push(&push_args(out, skopeo)).expect_err("skopeo failed");
+        let message = err.to_string();
+        assert!(
+            message.contains("unauthorized: authentication required"),
+            "{message}"
+        );
+        assert!(
+            message.contains("docker://127.0.0.1:1/ns/sms-checker-filter:t"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn pushing_before_building_says_what_to_run() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = push(&push_args(
+            tmp.path().join("nothing"),
+            PathBuf::from("skopeo"),
+        ))
+        .expect_err("no layouts");
+        assert!(err.to_string().contains("run `make images`"), "{err}");
+    }
 }
