@@ -881,6 +881,11 @@ fn schema_rejects_bad_values_with_clear_messages() {
             "'stabel' not allowed",
         ),
         (&[("versions.v4.enabled", "true")], "'v4' not allowed"),
+        // v3 only gets mirrored copies: a fault there would do nothing.
+        (
+            &[("versions.v3.fault.abort.percentage", "5")],
+            "'fault' not allowed",
+        ),
         (&[("versions.v2.enabled", "maybe")], "/versions/v2/enabled"),
         (&[("istio.host", "Not A Host")], "/istio/host"),
         (
