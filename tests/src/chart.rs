@@ -1,6 +1,8 @@
 //! Rendering the Helm chart with the real `helm` and validating every object
 //! it renders: core kinds with `kubernetes-validate` (strict), Istio kinds
-//! against the `openAPIV3Schema` of Istio's own CRDs, closed to unknown fields.
+//! against the `openAPIV3Schema` of Istio's own CRDs (closed to unknown
+//! fields) and their CEL rules, Prometheus Operator kinds with the models
+//! generated from its API types.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -149,7 +151,8 @@ pub fn is_istio(object: &Value) -> bool {
     group_of(object).ends_with(".istio.io")
 }
 
-/// Prometheus Operator kinds: their CRDs are not available here.
+/// Prometheus Operator kinds: their CRDs are not pinned here, see
+/// [`prometheus_operator_validate`].
 pub fn is_prometheus_operator(object: &Value) -> bool {
     group_of(object) == "monitoring.coreos.com"
 }
