@@ -667,14 +667,15 @@ fn images_by_tag_or_digest() {
         [0]["image"];
     assert_eq!(image, "ghcr.io/sms-checker/model-service:1.2.3");
 
+    // Pinned by digest as `make push` prints it: a registry with a port, the
+    // filter's image digest in the url and again as the checksum Istio checks.
     let digest = format!("sha256:{}", "a".repeat(64));
-    // By digest, with the same digest as the checksum Istio verifies.
     let wasm_sha = "c".repeat(64);
-    let url = format!("oci://registry.example/sms/filter@sha256:{wasm_sha}");
+    let url = format!("oci://127.0.0.1:5000/sms/sms-checker-filter@sha256:{wasm_sha}");
     let objects = render_valid(&[
         (
             "modelService.image.repository",
-            "registry.example/sms/model-service",
+            "127.0.0.1:5000/sms/model-service",
         ),
         ("modelService.image.tag", "ignored"),
         ("modelService.image.digest", &digest),
@@ -686,7 +687,7 @@ fn images_by_tag_or_digest() {
     for deployment in of_kind(&objects, "Deployment") {
         assert_eq!(
             deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-            format!("registry.example/sms/model-service@{digest}")
+            format!("127.0.0.1:5000/sms/model-service@{digest}")
         );
     }
     for plugin in of_kind(&objects, "WasmPlugin") {
