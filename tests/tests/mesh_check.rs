@@ -215,6 +215,21 @@ fn set_values_change_the_configs_like_helm_upgrade() {
 }
 
 #[test]
+fn routes_attached_to_a_gateway_outside_the_chart_are_served_by_a_stand_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = checked(dir.path(), &["istio.gateway.enabled=false"]);
+    assert!(
+        output.contains("the local gateway stands in for it"),
+        "{output}"
+    );
+    let routes = routes_of(&json(&dir.path().join("gateway.json")));
+    assert_eq!(
+        weights(route(&routes, "split")),
+        [(V1.to_string(), 90), (V2.to_string(), 10)]
+    );
+}
+
+#[test]
 fn values_the_chart_refuses_stop_meshctl_with_helms_message() {
     let dir = tempfile::tempdir().unwrap();
     let output = check(dir.path(), &["istio.trafficSplit.stable=95"]);

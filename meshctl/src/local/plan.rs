@@ -373,57 +373,40 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
         }
     }
 
-    // The gateway: the first Gateway object; others are reported.
-    let mut gateways = by_kind("Gateway");
-    let gateway_object = gateways.next().ok_or(PlanError::NoGateway)?;
-    for extra in gateways {
-        t.findings.push(Finding::NotReproduced {
-            object: extra.id(),
-            why: format!("the local mesh runs one gateway ({})", gateway_object.id()),
-        });
-    }
-    let gateway: istio::GatewaySpec = t.spec(gateway_object)?;
-    t.unknown(gateway_object, "spec", &gateway.extra);
-    let mut gateway_hosts = Vec::new();
-    for (i, server) in gateway.servers.iter().enumerate() {
-        let prefix = format!("spec.servers[{i}]");
-        t.unknown(gateway_object, &prefix, &server.extra);
-        t.skip_some(
-            gateway_object,
-            &format!("{prefix}.tls"),
-            &server.tls,
-            "the local gateway serves plain HTTP",
-        );
-        if let Some(port) = &server.port {
-            t.unknown(gateway_object, &format!("{prefix}.port"), &port.extra);
-            let protocol = port
-                .protocol
-                .as_deref()
-                .unwrap_or("HTTP")
-                .to_ascii_uppercase();
-            if protocol != "HTTP" && protocol != "HTTP2" {
-                t.unsupported(
-                    gateway_object,
-                    format!("{prefix}.port.protocol"),
-                    format!("{protocol} is not served locally"),
-                );
-            }
-            if let Some(number) = port.number {
-                t.findings.push(Finding::Substituted {
-                    object: gateway_object.id(),
-                    what: format!("server port {number} is served on the local gateway port"),
+    // The gateway: the first Gateway object; others are reported. Without
+    // one, the chart attaches its routes to a Gateway of the cluster's: the
+    // local mesh stands in for it, as Istio's default ingress gateway.
+    let gateway_hosts = match by_kind("Gateway").next() {
+        Some(gateway_object) => {
+            for extra in by_kind("Gateway").skip(1) {
+                t.findings.push(Finding::NotReproduced {
+                    object: extra.id(),
+                    why: format!("the local mesh runs one gateway ({})", gateway_object.id()),
                 });
             }
+            gateway(&mut t, gateway_object, &mut plan.gateway)?
         }
-        gateway_hosts.extend(
-            server
-                .hosts
+        None => {
+            let external = objects
                 .iter()
-                .map(|h| h.rsplit('/').next().unwrap_or(h).to_string()),
-        );
-    }
-    plan.gateway.name = gateway_object.name.clone();
-    plan.gateway.labels = gateway.selector.clone();
+                .filter(|o| o.kind == "VirtualService")
+                .filter_map(|o| o.spec().get("gateways").and_then(Value::as_array).cloned())
+                .flatten()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .find(|g| g != "mesh")
+                .ok_or(PlanError::NoGateway)?;
+            plan.gateway.name = external.rsplit('/').next().unwrap_or(&external).to_string();
+            plan.gateway.labels =
+                BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]);
+            t.findings.push(Finding::Substituted {
+                object: format!("Gateway/{}", plan.gateway.name),
+                what: format!(
+                    "{external} is not in the chart; the local gateway stands in for it (labels istio: ingressgateway, every host)"
+                ),
+            });
+            vec!["*".to_string()]
+        }
+    };
 
     // DestinationRules: subsets become clusters.
     let mut subsets: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
@@ -529,7 +512,7 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
         let bound = vs
             .gateways
             .iter()
-            .any(|g| g.rsplit('/').next() == Some(gateway_object.name.as_str()));
+            .any(|g| g.rsplit('/').next() == Some(plan.gateway.name.as_str()));
         if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh") {
             t.unsupported(
                 object,
@@ -569,7 +552,7 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
         plan.gateway.virtual_hosts.push(vhost);
     }
     if plan.gateway.virtual_hosts.is_empty() {
-        return Err(PlanError::NoRoutes(gateway_object.name.clone()));
+        return Err(PlanError::NoRoutes(plan.gateway.name.clone()));
     }
     // Answer for localhost too, like `kubectl port-forward` to the gateway would.
     for local in ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"] {
@@ -621,6 +604,57 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
 
     plan.findings = t.findings;
     Ok(plan)
+}
+
+/// The Gateway object: its hosts, and name and selector for the plan.
+fn gateway(
+    t: &mut Translator,
+    gateway_object: &Object,
+    plan: &mut GatewayPlan,
+) -> Result<Vec<String>, PlanError> {
+    let gateway: istio::GatewaySpec = t.spec(gateway_object)?;
+    t.unknown(gateway_object, "spec", &gateway.extra);
+    let mut gateway_hosts = Vec::new();
+    for (i, server) in gateway.servers.iter().enumerate() {
+        let prefix = format!("spec.servers[{i}]");
+        t.unknown(gateway_object, &prefix, &server.extra);
+        t.skip_some(
+            gateway_object,
+            &format!("{prefix}.tls"),
+            &server.tls,
+            "the local gateway serves plain HTTP",
+        );
+        if let Some(port) = &server.port {
+            t.unknown(gateway_object, &format!("{prefix}.port"), &port.extra);
+            let protocol = port
+                .protocol
+                .as_deref()
+                .unwrap_or("HTTP")
+                .to_ascii_uppercase();
+            if protocol != "HTTP" && protocol != "HTTP2" {
+                t.unsupported(
+                    gateway_object,
+                    format!("{prefix}.port.protocol"),
+                    format!("{protocol} is not served locally"),
+                );
+            }
+            if let Some(number) = port.number {
+                t.findings.push(Finding::Substituted {
+                    object: gateway_object.id(),
+                    what: format!("server port {number} is served on the local gateway port"),
+                });
+            }
+        }
+        gateway_hosts.extend(
+            server
+                .hosts
+                .iter()
+                .map(|h| h.rsplit('/').next().unwrap_or(h).to_string()),
+        );
+    }
+    plan.name = gateway_object.name.clone();
+    plan.labels = gateway.selector.clone();
+    Ok(gateway_hosts)
 }
 
 fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, PlanError> {
@@ -1297,9 +1331,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("spec.failStrategy"), "{err}");
-        let no_gateway = CHART.replace("kind: Gateway", "kind: NotAGateway");
+        let mesh_only = CHART
+            .replace("kind: Gateway", "kind: NotAGateway")
+            .replace("    - sms-checker-gateway\n", "");
         assert!(matches!(
-            translate(&parse_objects(&no_gateway).unwrap(), WASM),
+            translate(&parse_objects(&mesh_only).unwrap(), WASM),
             Err(PlanError::NoGateway)
         ));
     }
@@ -1324,6 +1360,34 @@ mod tests {
                 "Service/a: resources not reproduced (no local effect)",
                 "Deployment/a: probes not reproduced (no local effect)",
             ]
+        );
+    }
+
+    #[test]
+    fn routes_attached_to_a_gateway_outside_the_chart_get_a_stand_in() {
+        // What `istio.gateway.enabled=false` renders: no Gateway object.
+        let objects: Vec<_> = parse_objects(CHART)
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.kind != "Gateway")
+            .collect();
+        let plan = translate(&objects, WASM).unwrap();
+        assert_eq!(plan.gateway.name, "sms-checker-gateway");
+        assert_eq!(
+            plan.gateway.labels.get("istio").map(String::as_str),
+            Some("ingressgateway")
+        );
+        // The gateway WasmPlugin selects it, as it would the cluster's gateway.
+        assert_eq!(plan.gateway.plugins.len(), 1);
+        assert!(
+            plan.gateway.virtual_hosts[0]
+                .domains
+                .contains(&"sms-checker.local".to_string())
+        );
+        assert!(
+            plan.findings
+                .iter()
+                .any(|f| f.to_string().contains("stands in for it"))
         );
     }
 
