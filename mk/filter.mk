@@ -44,5 +44,4 @@ fuzz: ## Fuzz config and cookie parsing (cargo-fuzz, nightly; FUZZ_SECONDS per t
 	  cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 bench-filter: wasm $(ONE_HEADER_WASM) tools-apt ## Benchmark the filter in Envoy: no filter vs one-header vs cohort filter
-	cargo run --locked --release -p sms-checker-tests --bin bench-filter -- \
-	  --filter-wasm $(FILTER_WASM) --one-header-wasm $(ONE_HEADER_WASM)
+	ENVOY_BIN=$(ENVOY) filter/bench/run.sh $(FILTER_WASM) $(ONE_HEADER_WASM)

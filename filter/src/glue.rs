@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -42,14 +42,25 @@ struct Shared {
     /// One defined metric id per [`MetricSet`] slot, defined on first use so
     /// that only series that happen show up in Prometheus.
     metric_ids: Vec<Cell<Option<u32>>>,
+    /// Counter increments not yet handed to Envoy, per slot. Counting in Wasm
+    /// memory and flushing once per tick takes two host calls off every
+    /// request; Prometheus scrapes far less often than the flush.
+    pending: Vec<Cell<u64>>,
     /// Cleared after the first `NotFound`, so hosts without the foreign
     /// function are not asked on every request.
     clear_route_cache: Cell<bool>,
 }
 
+/// How often counted increments are flushed to Envoy's counters.
+const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
 impl Shared {
     fn metric_id(&self, metric: Metric) -> Option<u32> {
         let slot = self.filter.metrics.slot(metric);
+        self.metric_id_at(slot, metric)
+    }
+
+    fn metric_id_at(&self, slot: usize, metric: Metric) -> Option<u32> {
         let cell = self.metric_ids.get(slot)?;
         if let Some(id) = cell.get() {
             return Some(id);
@@ -71,9 +82,29 @@ impl Shared {
         }
     }
 
+    /// Counts one event; Envoy sees it at the next flush.
     fn increment(&self, metric: Metric) {
-        if let Some(id) = self.metric_id(metric) {
-            let _ = hostcalls::increment_metric(id, 1);
+        if let Some(cell) = self.pending.get(self.filter.metrics.slot(metric)) {
+            cell.set(cell.get().saturating_add(1));
+        }
+    }
+
+    /// Hands every pending increment to Envoy.
+    fn flush(&self) {
+        for (slot, cell) in self.pending.iter().enumerate() {
+            let delta = cell.get();
+            if delta == 0 {
+                continue;
+            }
+            let Some(metric) = self.filter.metrics.metric_at(slot) else {
+                continue;
+            };
+            if let Some(id) = self.metric_id_at(slot, metric) {
+                let offset = i64::try_from(delta).unwrap_or(i64::MAX);
+                if hostcalls::increment_metric(id, offset).is_ok() {
+                    cell.set(0);
+                }
+            }
         }
     }
 
@@ -144,12 +175,32 @@ impl RootContext for Root {
             ),
         );
         let slots = filter.metrics.len();
+        // Counts of a previous configuration still belong to its series.
+        if let Some(old) = &self.shared {
+            old.flush();
+        }
         self.shared = Some(Rc::new(Shared {
             filter,
             metric_ids: (0..slots).map(|_| Cell::new(None)).collect(),
+            pending: (0..slots).map(|_| Cell::new(0)).collect(),
             clear_route_cache: Cell::new(true),
         }));
+        if let Err(status) = hostcalls::set_tick_period(FLUSH_PERIOD) {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "sms-checker-filter: no tick ({status:?}), counters would never be flushed"
+                ),
+            );
+            return false;
+        }
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.flush();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -329,9 +380,15 @@ impl Stream {
             .as_deref()
             .and_then(request_header);
         let cookie = request_header("cookie");
-        let (override_cohort, override_token) = match &gateway.config.override_ {
-            Some(o) => (request_header(&o.header), request_header(&o.token_header)),
-            None => (None, None),
+        let override_cohort = gateway
+            .config
+            .override_
+            .as_ref()
+            .and_then(|o| request_header(&o.header));
+        // The token matters only with an override request.
+        let override_token = match (&gateway.config.override_, &override_cohort) {
+            (Some(o), Some(_)) => request_header(&o.token_header),
+            _ => None,
         };
         let decision = gateway.decide(
             config,
@@ -352,13 +409,12 @@ impl Stream {
             Some(shared.filter.cohort_name(decision.cohort)),
         );
         if let Some(o) = &gateway.config.override_ {
-            // The token is a secret: it goes no further than the gateway.
+            // The token is a secret: it goes no further than the gateway,
+            // whether or not an override was asked for.
             if override_cohort.is_some() {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &o.header);
             }
-            if override_token.is_some() {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &o.token_header);
-            }
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &o.token_header);
         }
         shared.clear_route_cache();
 

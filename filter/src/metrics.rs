@@ -259,6 +259,54 @@ impl MetricSet {
         }
     }
 
+    /// The metric at `slot`: the inverse of [`MetricSet::slot`].
+    pub fn metric_at(&self, slot: usize) -> Option<Metric> {
+        let n = self.n();
+        let mut rest = slot;
+        let regions = self.regions();
+        let mut region = 0;
+        while region < regions.len() && rest >= regions[region] {
+            rest -= regions[region];
+            region += 1;
+        }
+        let class = |i: usize| ResponseClass::ALL.get(i).copied();
+        let cohort_label = |i: usize| match i {
+            i if i < n => CohortLabel::Known(i),
+            i if i == n => CohortLabel::Unknown,
+            _ => CohortLabel::None,
+        };
+        Some(match region {
+            0 => Metric::GatewayRequests {
+                cohort: rest / CLASSES,
+                class: class(rest % CLASSES)?,
+            },
+            1 => Metric::GatewayDuration { cohort: rest },
+            2 => Metric::GatewayUsers {
+                cohort: rest / 2,
+                returning: rest % 2 == 1,
+            },
+            3 => Metric::GatewayOverrides {
+                accepted: rest == 1,
+            },
+            4 => {
+                let mirrored = rest % 2 == 1;
+                let rest = rest / 2;
+                let prediction = Prediction::ALL.get(rest % PREDICTIONS).copied()?;
+                let rest = rest / PREDICTIONS;
+                Metric::SidecarRequests {
+                    cohort: cohort_label(rest / CLASSES),
+                    class: class(rest % CLASSES)?,
+                    prediction,
+                    mirrored,
+                }
+            }
+            5 => Metric::SidecarDuration {
+                mirrored: rest == 1,
+            },
+            _ => return None,
+        })
+    }
+
     pub fn kind(metric: Metric) -> Kind {
         match metric {
             Metric::GatewayDuration { .. } | Metric::SidecarDuration { .. } => Kind::Histogram,

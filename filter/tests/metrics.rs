@@ -104,6 +104,10 @@ fn every_series_has_its_own_slot_and_name() {
         let slots: HashSet<usize> = all.iter().map(|&x| m.slot(x)).collect();
         assert_eq!(slots.len(), all.len());
         assert!(slots.iter().all(|&s| s < m.len()));
+        for &metric in &all {
+            assert_eq!(m.metric_at(m.slot(metric)), Some(metric));
+        }
+        assert_eq!(m.metric_at(m.len()), None);
         let names: HashSet<String> = all.iter().map(|&x| m.name(x)).collect();
         assert_eq!(names.len(), all.len());
     }

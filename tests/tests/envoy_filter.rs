@@ -265,17 +265,20 @@ fn c_ten_thousand_new_users_split_by_the_weights() {
                 "{cohort}: {share:.2}% for weight {weight} ({shares:?})"
             );
         }
-        // Routing agreed with the assignment for every request.
-        let text = envoy.prometheus();
-        let new_users = |cohort| {
-            metric(
-                &text,
-                "sms_cohort_users_total",
-                &[("cohort", cohort), ("user", "new")],
-            )
-        };
-        assert_eq!(new_users("stable"), Some(gw.v1.count() as f64));
-        assert_eq!(new_users("canary"), Some(gw.v2.count() as f64));
+        // Routing agreed with the assignment for every request. Counters
+        // reach Envoy at the filter's next flush (every second).
+        let expected = (Some(gw.v1.count() as f64), Some(gw.v2.count() as f64));
+        wait_for("the new-user counters", Duration::from_secs(10), || {
+            let text = envoy.prometheus();
+            let new_users = |cohort| {
+                metric(
+                    &text,
+                    "sms_cohort_users_total",
+                    &[("cohort", cohort), ("user", "new")],
+                )
+            };
+            ((new_users("stable"), new_users("canary")) == expected).then_some(())
+        });
     }
 }
 
@@ -361,7 +364,7 @@ fn e_metrics_are_labelled_series_on_stats_prometheus() {
     }
     // 1 new + 4 returning + 1 overridden (returning) + 2 rejected (returning).
     let text = wait_for(
-        "the duration histogram to be flushed",
+        "the counters and the duration histogram to be flushed",
         Duration::from_secs(15),
         || {
             let text = envoy.prometheus();
@@ -373,7 +376,12 @@ fn e_metrics_are_labelled_series_on_stats_prometheus() {
                 )
                 .unwrap_or(0.0)
             };
-            (count(&cohort) + count(other) >= 8.0).then_some(text)
+            let rejected = metric(
+                &text,
+                "sms_cohort_overrides_total",
+                &[("outcome", "rejected")],
+            );
+            (count(&cohort) + count(other) >= 8.0 && rejected == Some(2.0)).then_some(text)
         },
     );
     let value = |name: &str, labels: &[(&str, &str)]| {
@@ -571,7 +579,6 @@ fn g_mirrored_copies_reach_the_shadow_with_the_same_cohort() {
     let stable = primary.get("stable").copied().unwrap_or(0) as f64;
     let canary = primary.get("canary").copied().unwrap_or(0) as f64;
     let requests = "sms_model_requests_total";
-    let v1_text = sidecar_v1.prometheus();
     let v1_labels = [
         ("version", "v1"),
         ("cohort", "stable"),
@@ -579,23 +586,9 @@ fn g_mirrored_copies_reach_the_shadow_with_the_same_cohort() {
         ("prediction", "ham"),
         ("mirrored", "false"),
     ];
-    assert_eq!(
-        metric(&v1_text, requests, &v1_labels),
-        Some(stable),
-        "{}\n{}",
-        v1_text
-            .lines()
-            .filter(|l| l.contains("sms_"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        sidecar_v1
-            .process
-            .log()
-            .lines()
-            .filter(|l| l.contains("wasm"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    wait_for("the v1 sidecar's counter", Duration::from_secs(10), || {
+        (metric(&sidecar_v1.prometheus(), requests, &v1_labels) == Some(stable)).then_some(())
+    });
     let v3_text = wait_for(
         "the v3 sidecar to log every copy",
         Duration::from_secs(10),

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Throughput of the cohort filter inside Envoy, against two references:
+# no Wasm filter at all, and a Wasm filter that only sets one header (the
+# floor of any Wasm filter). One Envoy (--concurrency 1), three listeners with
+# the same direct_response route, wrk alternating between them for ROUNDS
+# rounds so that drift on a shared machine hits all three alike.
+#
+# Usage: run.sh FILTER_WASM ONE_HEADER_WASM   (make bench-filter passes both)
+set -euo pipefail
+
+FILTER_WASM=$1
+ONE_HEADER_WASM=$2
+ENVOY=${ENVOY_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/.tools/bin/envoy}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-16}
+OUT=${OUT:-$(cd "$(dirname "$0")/../.." && pwd)/target/bench-filter}
+
+for tool in "$ENVOY" wrk python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (run make tools)" >&2; exit 1; }
+done
+for f in "$FILTER_WASM" "$ONE_HEADER_WASM"; do
+  [[ -f $f ]] || { echo "missing $f" >&2; exit 1; }
+done
+mkdir -p "$OUT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ADMIN=$(free_port); NONE=$(free_port); ONE=$(free_port); COHORT=$(free_port)
+
+# The cohort filter as the gateway runs it: 90/10, overrides on, metrics on.
+COHORT_CONFIG='{"role":"gateway","cohorts":[{"name":"stable","weight":90},{"name":"canary","weight":10}],"override":{"tokenSha256":"'$(printf 'bench' | sha256sum | cut -d' ' -f1)'"}}'
+
+listener() { # name port wasm-filter-json-or-empty
+  cat <<YAML
+  - name: $1
+    address: {socket_address: {address: 127.0.0.1, port_value: $2}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: $1
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: /}
+                direct_response: {status: 200, body: {inline_string: ok}}
+          http_filters:
+$3
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+YAML
+}
+
+wasm() { # name file config
+  cat <<YAML
+          - name: istio.$1
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: $1
+                vm_config:
+                  vm_id: $1
+                  runtime: envoy.wasm.runtime.v8
+                  code: {local: {filename: $2}}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '$3'
+YAML
+}
+
+tags() {
+  for t in cohort response_class user outcome version prediction mirrored; do
+    echo "  - {tag_name: $t, regex: '($t=\\.=(.*?);\\.;)'}"
+  done
+}
+
+{
+  echo "admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}}"
+  echo "stats_config:"
+  echo "  stats_tags:"
+  tags
+  echo "static_resources:"
+  echo "  listeners:"
+  listener none "$NONE" ""
+  listener one-header "$ONE" "$(wasm one-header "$ONE_HEADER_WASM" '')"
+  listener cohort "$COHORT" "$(wasm cohort "$FILTER_WASM" "$COHORT_CONFIG")"
+} > "$OUT/envoy.yaml"
+
+"$ENVOY" --mode validate -c "$OUT/envoy.yaml" >"$OUT/validate.log" 2>&1 || { cat "$OUT/validate.log"; exit 1; }
+"$ENVOY" -c "$OUT/envoy.yaml" --concurrency 1 --disable-hot-restart --log-level warn \
+  >"$OUT/envoy.log" 2>&1 &
+ENVOY_PID=$!
+trap 'kill $ENVOY_PID 2>/dev/null; wait $ENVOY_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$ADMIN/ready" >/dev/null 2>&1 && break
+  kill -0 $ENVOY_PID || { cat "$OUT/envoy.log"; exit 1; }
+  sleep 0.1
+done
+
+# A returning user (the common case: the cookie is set after the first visit).
+COOKIE="Cookie: sms-checker-uid=0123456789abcdef0123456789abcdef"
+check() { curl -sf -D - -o /dev/null -H "$COOKIE" "http://127.0.0.1:$1/" | tr -d '\r'; }
+check "$COHORT" | grep -qi '^x-experiment-cohort: ' || { echo "cohort filter not active"; exit 1; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$ENVOY_PID/stat"; }
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+
+# Prints "requests/s<TAB>Envoy CPU microseconds per request". The second is
+# what the filter costs the worker thread, and barely moves when other work
+# shares the machine; the first is what wrk sees.
+run() { # port [header]
+  local args=(-t1 -c"$CONNECTIONS" -d"$DURATION")
+  [[ $# -gt 1 ]] && args+=(-H "$2")
+  local before after out
+  before=$(cpu_ticks)
+  out=$(wrk "${args[@]}" "http://127.0.0.1:$1/")
+  after=$(cpu_ticks)
+  awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SECOND" '
+    / requests in / {n = $1}
+    /Requests\/sec/ {rps = $2}
+    END {printf "%s\t%.2f\n", rps, ticks / hz * 1e6 / n}' <<<"$out"
+}
+
+: > "$OUT/samples.tsv"
+# Warm up every listener (V8 tiers up the hot functions).
+for port in $NONE $ONE $COHORT; do wrk -t1 -c4 -d2s "http://127.0.0.1:$port/" >/dev/null; done
+for round in $(seq "$ROUNDS"); do
+  printf '%s\tnone\t%s\n' "$round" "$(run "$NONE" "$COOKIE")" >> "$OUT/samples.tsv"
+  printf '%s\tone-header\t%s\n' "$round" "$(run "$ONE" "$COOKIE")" >> "$OUT/samples.tsv"
+  printf '%s\tcohort\t%s\n' "$round" "$(run "$COHORT" "$COOKIE")" >> "$OUT/samples.tsv"
+  printf '%s\tcohort-new-user\t%s\n' "$round" "$(run "$COHORT")" >> "$OUT/samples.tsv"
+done
+
+python3 - "$OUT/samples.tsv" "$FILTER_WASM" <<'PY' | tee "$OUT/results.txt"
+import os, statistics, sys
+rows = [l.split('\t') for l in open(sys.argv[1]).read().split('\n') if l]
+rps, cpu = {}, {}
+for _, name, r, c in rows:
+    rps.setdefault(name, []).append(float(r))
+    cpu.setdefault(name, []).append(float(c))
+m = {k: statistics.median(v) for k, v in rps.items()}
+c = {k: statistics.median(v) for k, v in cpu.items()}
+size = os.path.getsize(sys.argv[2])
+print(f"{'listener':<17}{'median req/s':>13}{'CPU us/req':>12}   req/s samples")
+for k in ['none', 'one-header', 'cohort', 'cohort-new-user']:
+    print(f"{k:<17}{m[k]:>13.0f}{c[k]:>12.1f}   {' '.join(f'{x:.0f}' for x in rps[k])}")
+def ratio(a, b):
+    return m[a] / m[b], c[b] / c[a]
+for a, b, target in [('cohort', 'one-header', 0.90), ('cohort', 'none', 0.70),
+                     ('cohort-new-user', 'one-header', None), ('cohort-new-user', 'none', None)]:
+    t, e = ratio(a, b)
+    goal = f" (target >= {target:.2f})" if target else ""
+    print(f"{a} / {b}: throughput {t:.3f}, by CPU per request {e:.3f}{goal}")
+print(f".wasm size: {size} bytes (target <= 204800)")
+t1, e1 = ratio('cohort', 'one-header')
+t0, e0 = ratio('cohort', 'none')
+ok = t1 >= 0.90 and t0 >= 0.70 and size <= 204800
+print("targets met" if ok else "TARGETS MISSED (throughput)")
+sys.exit(0 if ok else 1)
+PY
