@@ -572,6 +572,10 @@ fn pods_are_locked_down_probed_and_instrumented() {
             env.contains(&json!({"name": "MODEL_VERSION", "value": version})),
             "{name}: MODEL_VERSION"
         );
+        assert!(
+            env.contains(&json!({"name": "SHUTDOWN_DRAIN_SECONDS", "value": "5"})),
+            "{name}: readiness drops before the listener closes"
+        );
         assert_eq!(container["ports"][0]["containerPort"], 8081);
 
         let annotations = &pod["metadata"]["annotations"];
@@ -973,6 +977,10 @@ fn templates_reject_what_the_schema_cannot_express() {
                 ("filter.sha256", &"b".repeat(64)),
             ],
             "does not match the digest in filter.url",
+        ),
+        (
+            &[("modelService.shutdownDrainSeconds", "30")],
+            "must be less than modelService.terminationGracePeriodSeconds (30)",
         ),
         (
             &[("versions.v1.enabled", "false")],

@@ -104,6 +104,10 @@ depends on them, so `helm template` fails with one clear message.
 {{- if and $filter.sha256 (contains "@sha256:" $filter.url) (ne (splitList "@sha256:" $filter.url | last) $filter.sha256) -}}
 {{- fail (printf "filter.sha256=%s does not match the digest in filter.url=%s: Istio would refuse the module" $filter.sha256 $filter.url) -}}
 {{- end -}}
+{{- $ms := .Values.modelService -}}
+{{- if ge (int $ms.shutdownDrainSeconds) (int $ms.terminationGracePeriodSeconds) -}}
+{{- fail (printf "modelService.shutdownDrainSeconds (%v) must be less than modelService.terminationGracePeriodSeconds (%v), or Kubernetes kills the pod while it drains" $ms.shutdownDrainSeconds $ms.terminationGracePeriodSeconds) -}}
+{{- end -}}
 {{- if not .Values.versions.v1.enabled -}}
 {{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
 {{- end -}}
