@@ -206,3 +206,61 @@ fn refused_filter_config_with_fail_close_answers_503() {
         assert_eq!(reply.version, None, "no model answered: {reply:?}");
     }
 }
+
+/// The chart's per-version `fault` becomes Envoy's fault filter on the
+/// routes to that version: aborts for canary users, delays for stable ones.
+#[test]
+fn chart_faults_abort_and_delay_per_version() {
+    let mesh = LocalMesh::start(&[
+        "versions.v2.fault.abort.percentage=100",
+        "versions.v2.fault.abort.httpStatus=503",
+        "versions.v1.fault.delay.percentage=100",
+        "versions.v1.fault.delay.fixedDelay=300ms",
+    ]);
+    let gateway = mesh.url("");
+    let replies = parallel(100, THREADS, |agent, _| {
+        let start = std::time::Instant::now();
+        let reply = predict(agent, &gateway, None, SMS);
+        (reply, start.elapsed())
+    });
+    let mut seen = BTreeMap::new();
+    for (reply, elapsed) in &replies {
+        let cohort = reply
+            .cohort
+            .clone()
+            .unwrap_or_else(|| panic!("no cohort: {reply:?}"));
+        *seen.entry(cohort.clone()).or_insert(0) += 1;
+        match cohort.as_str() {
+            "canary" => {
+                assert_eq!(reply.status, 503, "{reply:?}");
+                assert_eq!(
+                    reply.version, None,
+                    "the abort happens before any model: {reply:?}"
+                );
+            }
+            _ => {
+                assert_eq!(reply.status, 200, "{reply:?}");
+                // Envoy's timer may fire a hair early; a request is otherwise a few ms.
+                assert!(
+                    *elapsed >= std::time::Duration::from_millis(250),
+                    "no delay: {elapsed:?}"
+                );
+            }
+        }
+    }
+    assert!(seen.contains_key("stable"), "{seen:?}");
+    // Envoy counts each injected fault at the gateway.
+    let stats = mesh.proxy_stats("gateway");
+    let injected = |what: &str| {
+        sms_checker_tests::mesh::metric_sum(
+            &stats,
+            &format!("envoy_http_fault_{what}_injected"),
+            &[("envoy_http_conn_manager_prefix", "outbound_0_0_0_0_8080")],
+        )
+    };
+    assert_eq!(
+        injected("aborts"),
+        f64::from(seen.get("canary").copied().unwrap_or(0))
+    );
+    assert_eq!(injected("delays"), f64::from(seen["stable"]));
+}

@@ -159,6 +159,8 @@ fn access_log(path: &Path) -> Value {
     }])
 }
 
+/// `stat_prefix` has no dots: Envoy's tag extraction stops at the first one,
+/// which would leave the listener address in the metric names.
 fn listener(
     name: &str,
     port: u16,
@@ -345,7 +347,7 @@ pub fn gateway_bootstrap(
             "listeners": [listener(
                 "0.0.0.0_8080",
                 ports.listen,
-                "outbound_0.0.0.0_8080",
+                "outbound_0_0_0_0_8080",
                 json!({"name": "http.8080", "virtual_hosts": virtual_hosts}),
                 http_filters(plugins, wasm, with_fault),
                 ports.access_log,
@@ -384,7 +386,7 @@ pub fn sidecar_bootstrap(
             "listeners": [listener(
                 "virtualInbound",
                 ports.listen,
-                "inbound_0.0.0.0_15006",
+                "inbound_0_0_0_0_15006",
                 json!({
                     "name": "inbound|http|0",
                     "virtual_hosts": [{
