@@ -86,6 +86,7 @@ pub struct Settings {
     pub max_error_increase: f64,
     pub max_spam_shift: f64,
     pub max_latency_effect: f64,
+    pub max_p95_increase_ms: f64,
     pub thresholds_ms: Vec<f64>,
     pub gate: Gate,
 }
@@ -760,8 +761,9 @@ pub fn spam_check(settings: &Settings, candidate: (f64, f64), baseline: (f64, f6
 }
 
 /// Roll back when the candidate is slower with significance (one-sided
-/// Mann-Whitney at 1 - confidence) and by at least the effect size
-/// threshold (Vargha-Delaney A; 0.56 small, 0.64 medium, 0.71 large).
+/// Mann-Whitney at 1 - confidence), by at least the effect size threshold
+/// (Vargha-Delaney A; 0.56 small, 0.64 medium, 0.71 large), and by more
+/// than the tolerated p95 increase.
 pub fn latency_check(
     settings: &Settings,
     candidate: &Histogram,
@@ -791,7 +793,18 @@ pub fn latency_check(
         return check;
     };
     let alpha = 1.0 - settings.confidence;
-    let slower = test.p_greater < alpha && test.a >= settings.max_latency_effect;
+    let candidate_p95 = finite(candidate.quantile(0.95));
+    let baseline_p95 = finite(baseline.quantile(0.95));
+    // A rank test finds sub-millisecond shifts in large samples; users only
+    // feel a slowdown of some size, so the p95 must also grow by more than
+    // the tolerance.
+    let p95_increase = match (candidate_p95, baseline_p95) {
+        (Some(c), Some(b)) => c - b,
+        _ => 0.0,
+    };
+    let slower = test.p_greater < alpha
+        && test.a >= settings.max_latency_effect
+        && p95_increase > settings.max_p95_increase_ms;
     check.outcome = if slower {
         Verdict::RollBack
     } else {
@@ -799,17 +812,19 @@ pub fn latency_check(
     };
     let comparison = LatencyComparison {
         test,
-        candidate_p95: finite(candidate.quantile(0.95)),
-        baseline_p95: finite(baseline.quantile(0.95)),
+        candidate_p95,
+        baseline_p95,
     };
     let ms = super::render::millis;
     check.detail = format!(
-        "p95 {} vs {}; P(candidate slower) A = {:.3}, one-sided p = {:.4}; roll back at A >= {}",
+        "p95 {} vs {}; P(candidate slower) A = {:.3}, one-sided p = {:.4}; roll back at A >= {} \
+         and p95 +{} ms",
         ms(comparison.candidate_p95),
         ms(comparison.baseline_p95),
         test.a,
         test.p_greater,
         settings.max_latency_effect,
+        settings.max_p95_increase_ms,
     );
     check.latency = Some(comparison);
     check
@@ -831,6 +846,7 @@ pub(crate) mod tests {
             max_error_increase: 0.02,
             max_spam_shift: 0.05,
             max_latency_effect: 0.64,
+            max_p95_increase_ms: 10.0,
             thresholds_ms: vec![5.0, 25.0],
             gate: Gate::Canary,
         }
@@ -1070,6 +1086,33 @@ pub(crate) mod tests {
         assert_eq!(latency.outcome, Verdict::RollBack);
         assert_eq!(latency.latency.as_ref().unwrap().test.a, 1.0);
         assert_eq!(report.verdict, Verdict::RollBack);
+    }
+
+    // Every canary request is slower (A = 1) and its p95 grows by 19.2 ms
+    // (24 vs 4.8): roll back at the default 10 ms tolerance, pass at 25.
+    #[test]
+    fn a_small_slowdown_within_the_p95_tolerance_passes() {
+        let report = analyse("http://p", window(), settings(), &dataset(0.0, "25"));
+        let latency = report.comparisons[0]
+            .checks
+            .iter()
+            .find(|c| c.metric == Metric::Latency)
+            .unwrap();
+        assert_eq!(
+            latency.outcome,
+            Verdict::RollBack,
+            "25 ms bucket: p95 +19 ms"
+        );
+        let mut tolerant = settings();
+        tolerant.max_p95_increase_ms = 25.0;
+        let report = analyse("http://p", window(), tolerant, &dataset(0.0, "25"));
+        let latency = report.comparisons[0]
+            .checks
+            .iter()
+            .find(|c| c.metric == Metric::Latency)
+            .unwrap();
+        assert_eq!(latency.latency.as_ref().unwrap().test.a, 1.0);
+        assert_eq!(latency.outcome, Verdict::Promote, "{}", latency.detail);
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct ReportArgs {
     /// Roll back when P(candidate slower) reaches this (Vargha-Delaney A: 0.56 small, 0.64 medium, 0.71 large)
     #[arg(long, default_value_t = 0.64, value_parser = parse_effect)]
     pub max_latency_effect: f64,
+    /// ... and only when the p95 grows by more than this many milliseconds
+    #[arg(long, default_value_t = 10.0, value_parser = parse_non_negative)]
+    pub max_p95_increase_ms: f64,
     /// Latency thresholds in ms for the "share under" columns, comma separated
     #[arg(long, value_delimiter = ',', default_value = "5,25,100", value_parser = parse_threshold)]
     pub thresholds_ms: Vec<f64>,
@@ -216,6 +219,15 @@ fn parse_effect(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_non_negative(text: &str) -> Result<f64, String> {
+    let v = parse_number(text)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} must not be negative"))
+    }
+}
+
 fn parse_threshold(text: &str) -> Result<f64, String> {
     let v = parse_number(text)?;
     if v > 0.0 {
@@ -276,6 +288,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         max_error_increase: args.max_error_increase,
         max_spam_shift: args.max_spam_shift,
         max_latency_effect: args.max_latency_effect,
+        max_p95_increase_ms: args.max_p95_increase_ms,
         thresholds_ms: args.thresholds_ms.clone(),
         gate: args.gate,
     };
@@ -336,6 +349,8 @@ mod tests {
         assert!(parse_effect("0.5").is_err());
         assert!(parse_effect("0.71").is_ok());
         assert!(parse_threshold("0").is_err());
+        assert!(parse_non_negative("-1").is_err());
+        assert!(parse_non_negative("0").is_ok());
         assert!(parse_number("NaN").is_err());
         assert!(parse_prefix("envoy_").is_ok());
         assert!(parse_prefix("9x").is_err());
