@@ -269,6 +269,20 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
     );
     assert!(close(v3["mirror_coverage"].as_f64().unwrap(), 1.0), "{v3}");
 
+    // Per version and cohort: v3 mirrors 860 of stable's 900 requests.
+    let v3_stable = report["version_cohorts"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["version"] == "v3" && r["cohort"] == "stable")
+        })
+        .expect("a v3/stable row");
+    assert_eq!(v3_stable["requests"], 860.0);
+    assert!(close(
+        v3_stable["mirror_coverage"].as_f64().unwrap(),
+        860.0 / 900.0
+    ));
+
     // The gateway restarted (2800 -> 100): 800 before + 100 after.
     let cohorts = &report["cohorts"];
     let stable = find(cohorts, "cohort", "stable");

@@ -213,6 +213,19 @@ pub struct VersionTraffic {
     pub spam_ratio: Option<f64>,
 }
 
+/// One version's requests from one cohort, as its sidecar saw them.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionCohort {
+    pub version: String,
+    pub role: Option<Role>,
+    pub cohort: String,
+    pub requests: f64,
+    pub errors: f64,
+    pub spam_ratio: Option<f64>,
+    /// For a shadow: its requests from this cohort / the live versions'.
+    pub mirror_coverage: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CohortTraffic {
     pub cohort: String,
@@ -401,6 +414,7 @@ pub struct Report {
     pub settings: Settings,
     pub versions: Vec<VersionTraffic>,
     pub cohorts: Vec<CohortTraffic>,
+    pub version_cohorts: Vec<VersionCohort>,
     pub latency: Vec<Latency>,
     pub comparisons: Vec<Comparison>,
     pub verdict: Verdict,
@@ -468,6 +482,40 @@ pub fn analyse(prometheus: &str, window: Window, settings: Settings, data: &Data
             }
         })
         .collect();
+
+    let mut version_cohorts = Vec::new();
+    for v in &versions {
+        let role = role_of(v);
+        for cohort in data.values_of(&sidecar, "cohort") {
+            let mine = |l: &Labels| label(l, "version") == v && label(l, "cohort") == cohort;
+            let requests = data.sum(&sidecar, mine);
+            if requests == 0.0 {
+                continue;
+            }
+            let count = |prediction: &str| {
+                data.sum(&sidecar, |l| {
+                    mine(l) && label(l, "prediction") == prediction
+                })
+            };
+            let (spam, ham) = (count("spam"), count("ham"));
+            let live_in_cohort = data.sum(&sidecar, |l| {
+                label(l, "cohort") == cohort && role_of(label(l, "version")) != Some(Role::Shadow)
+            });
+            version_cohorts.push(VersionCohort {
+                version: v.clone(),
+                role,
+                requests,
+                errors: data.sum(&sidecar, |l| mine(l) && is_error(l)),
+                spam_ratio: ratio(spam, spam + ham),
+                mirror_coverage: if role == Some(Role::Shadow) {
+                    ratio(requests, live_in_cohort)
+                } else {
+                    None
+                },
+                cohort,
+            });
+        }
+    }
 
     let cohort_names = data.values_of(&gateway, "cohort");
     let gateway_total = data.sum(&gateway, |_| true);
@@ -563,6 +611,7 @@ pub fn analyse(prometheus: &str, window: Window, settings: Settings, data: &Data
         settings,
         versions: traffic,
         cohorts,
+        version_cohorts,
         latency,
         comparisons,
         verdict,
@@ -1040,6 +1089,21 @@ pub(crate) mod tests {
         assert_eq!(v("v3").mirrored_requests, 1000.0);
         assert_eq!(v("v3").live_share, None);
         assert_eq!(v("v1").spam_ratio, Some(0.13));
+        // v3 mirrors both cohorts: 870 of stable's 900, 130 of canary's 100.
+        let vc = |version: &str, cohort: &str| {
+            report
+                .version_cohorts
+                .iter()
+                .find(|r| r.version == version && r.cohort == cohort)
+                .unwrap()
+        };
+        assert_eq!(vc("v3", "stable").requests, 870.0);
+        let coverage = vc("v3", "stable").mirror_coverage.unwrap();
+        assert!((coverage - 870.0 / 900.0).abs() < 1e-12);
+        assert_eq!(vc("v3", "canary").mirror_coverage, Some(1.3));
+        assert_eq!(vc("v1", "stable").requests, 900.0);
+        assert_eq!(vc("v1", "stable").spam_ratio, Some(0.13));
+        assert_eq!(vc("v1", "stable").mirror_coverage, None);
         let canary = report
             .cohorts
             .iter()

@@ -80,7 +80,7 @@ impl Prometheus {
     /// `base` is the server's root URL, e.g. `http://127.0.0.1:9090`.
     pub fn new(base: &str, timeout: Duration) -> Result<Prometheus, ReportError> {
         let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        if !base.starts_with("http://") {
             return Err(ReportError::Usage(format!(
                 "--prometheus must be an http:// URL, got {base:?}"
             )));

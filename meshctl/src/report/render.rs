@@ -75,6 +75,38 @@ pub fn sections(report: &Report) -> Vec<Section> {
             .collect(),
         numeric_from: 2,
     }];
+    if !report.version_cohorts.is_empty() {
+        out.push(Section {
+            title: "Traffic per version and cohort (sidecars)",
+            header: [
+                "version",
+                "role",
+                "cohort",
+                "requests",
+                "errors",
+                "spam ratio",
+                "mirror coverage",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: report
+                .version_cohorts
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.version.clone(),
+                        role(r.role),
+                        r.cohort.clone(),
+                        count(r.requests),
+                        count(r.errors),
+                        percent(r.spam_ratio),
+                        percent(r.mirror_coverage),
+                    ]
+                })
+                .collect(),
+            numeric_from: 3,
+        });
+    }
     if !report.cohorts.is_empty() {
         out.push(Section {
             title: "Traffic per cohort (gateway)",
