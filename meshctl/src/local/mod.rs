@@ -110,20 +110,28 @@ struct Ports {
     workloads: Vec<(u16, u16, u16)>,
 }
 
-fn pick_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("pick a free port")?;
-    Ok(listener.local_addr()?.port())
+/// Ports the kernel picks, held open until all are picked so none repeats.
+struct PortPicker(Vec<std::net::TcpListener>);
+
+impl PortPicker {
+    fn pick(&mut self) -> anyhow::Result<u16> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("pick a free port")?;
+        let port = listener.local_addr()?.port();
+        self.0.push(listener);
+        Ok(port)
+    }
 }
 
 fn allocate_ports(args: &RunArgs, versions: usize) -> anyhow::Result<Ports> {
     let mut workloads = Vec::new();
     if args.base_port == 0 {
+        let mut picker = PortPicker(Vec::new());
         for _ in 0..versions {
-            workloads.push((pick_port()?, pick_port()?, pick_port()?));
+            workloads.push((picker.pick()?, picker.pick()?, picker.pick()?));
         }
         return Ok(Ports {
             gateway: args.gateway_port,
-            gateway_admin: pick_port()?,
+            gateway_admin: picker.pick()?,
             prometheus: args.prometheus_port,
             workloads,
         });
@@ -548,8 +556,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = &prepared.prometheus_note {
         eprintln!("warning: {note}");
     }
-    state.ready = true;
-    state.write()?;
     println!(
         "Local mesh is up (logs and configs in {}):",
         run_dir.display()
@@ -558,6 +564,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("  {what:<18} {url}");
     }
     println!("Ctrl-C stops everything.");
+    // Ready only once the URLs are printed: readers of state.json may read them.
+    state.ready = true;
+    state.write()?;
 
     while !stop.load(Ordering::Relaxed) {
         for (component, component_state) in components.iter_mut().zip(state.components.iter_mut()) {
