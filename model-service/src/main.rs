@@ -30,6 +30,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // A panic is a bug: make sure it reaches the structured log too.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic");
+        default_hook(info);
+    }));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -41,6 +47,12 @@ fn init_logging(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_format);
+    tracing::info!(
+        service_version = env!("CARGO_PKG_VERSION"),
+        model_version = %args.model_version,
+        models_dir = %args.models_dir.display(),
+        "starting model-service"
+    );
     let drain = args.drain()?;
     let model = Model::load(&args.models_dir, args.model_version).map_err(|e| e.to_string())?;
     tracing::info!(
