@@ -65,8 +65,8 @@ pub struct ReportArgs {
     /// How far back from --end to look (Prometheus duration: 30s, 15m, 1h30m, 2d)
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub window: Duration,
-    /// End of the window, Unix seconds [default: now]
-    #[arg(long)]
+    /// End of the window: RFC 3339 (2026-11-26T07:00:00Z) or Unix seconds [default: now]
+    #[arg(long, value_parser = parse_time)]
     pub end: Option<f64>,
     /// Role of a version, VERSION=stable|canary|shadow; repeat to add or override
     /// (chart defaults: v1=stable, v2=canary, v3=shadow)
@@ -149,6 +149,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: the window must be longer than zero"));
     }
     Ok(total)
+}
+
+/// Unix seconds, or an RFC 3339 timestamp (what a pipeline logs when a
+/// rollout stage started or ended).
+fn parse_time(text: &str) -> Result<f64, String> {
+    if let Ok(seconds) = text.trim().parse::<f64>() {
+        return if seconds.is_finite() && seconds >= 0.0 {
+            Ok(seconds)
+        } else {
+            Err(format!("{text:?} is not a time"))
+        };
+    }
+    humantime::parse_rfc3339_weak(text.trim())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is neither Unix seconds nor an RFC 3339 time like 2026-11-26T07:00:00Z"
+            )
+        })
 }
 
 /// Plain HTTP only: the client is built without TLS, and a cluster's
@@ -359,6 +380,11 @@ mod tests {
         assert!(parse_non_negative("0").is_ok());
         assert!(parse_number("NaN").is_err());
         assert!(parse_url("https://prom").is_err());
+        // date -u -d 2026-11-26T07:00:00Z +%s
+        assert_eq!(parse_time("2026-11-26T07:00:00Z"), Ok(1_795_676_400.0));
+        assert_eq!(parse_time("1795676400.5"), Ok(1_795_676_400.5));
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("-5").is_err());
         assert!(parse_url("http://127.0.0.1:9090").is_ok());
         assert!(parse_prefix("envoy_").is_ok());
         assert!(parse_prefix("9x").is_err());
