@@ -36,8 +36,8 @@ pub struct RunArgs {
     /// The Helm chart to render
     #[arg(long, default_value = "manifests/sms-checker")]
     pub chart: PathBuf,
-    /// Use this already rendered manifest (e.g. `helm template` output,
-    /// post-processed) instead of rendering the chart; `--set` then has no effect
+    /// Run this already rendered manifest (e.g. `helm template` output,
+    /// edited) instead of rendering the chart; not with --set
     #[arg(long, conflicts_with = "set")]
     pub manifest: Option<PathBuf>,
     /// Release name for `helm template`
@@ -59,18 +59,23 @@ pub struct RunArgs {
     /// Prometheus scrape interval
     #[arg(long, default_value = "5s")]
     pub scrape_interval: String,
+    /// Helm, for `helm template`
     #[arg(long, env = "HELM_BIN", default_value = ".tools/bin/helm")]
     pub helm: PathBuf,
+    /// Envoy, for the gateway and every sidecar
     #[arg(long, env = "ENVOY_BIN", default_value = ".tools/bin/envoy")]
     pub envoy: PathBuf,
+    /// Prometheus; when missing the mesh runs without it
     #[arg(long, env = "PROMETHEUS_BIN", default_value = "/usr/bin/prometheus")]
     pub prometheus: PathBuf,
+    /// The model-service binary, run once per enabled version
     #[arg(
         long,
         env = "MODEL_SERVICE_BIN",
         default_value = "target/release/model-service"
     )]
     pub model_service: PathBuf,
+    /// The trained models the model-service loads
     #[arg(long, env = "MODELS_DIR", default_value = "model-service/models")]
     pub models_dir: PathBuf,
     /// The cohort filter module that stands in for every WasmPlugin url
