@@ -118,8 +118,11 @@ impl Bootstrap {
             "stats_flush_interval": "1s",
             "stats_config": {
                 "stats_tags": stats_tags,
+                // What Istio renders from the pod annotation
+                // sidecar.istio.io/statsHistogramBuckets: {"wasmcustom": [...]}:
+                // the matcher sees the full name, wasmcustom.<tags><name>.
                 "histogram_bucket_settings": [{
-                    "match": {"suffix": "_duration_milliseconds"},
+                    "match": {"prefix": "wasmcustom"},
                     "buckets": DURATION_BUCKETS_MS,
                 }],
             },
