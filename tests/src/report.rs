@@ -16,10 +16,7 @@ use serde_json::Value;
 use crate::process::Process;
 use crate::{free_port, tool, wait_for};
 
-/// The `meshctl` binary built by `make test` (`cargo build -p meshctl`).
-pub fn meshctl_bin() -> PathBuf {
-    tool("MESHCTL_BIN", "target/debug/meshctl")
-}
+pub use crate::mesh::meshctl_bin;
 
 pub fn prometheus_bin() -> PathBuf {
     tool("PROMETHEUS_BIN", "/usr/bin/prometheus")
