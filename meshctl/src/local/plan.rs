@@ -14,6 +14,9 @@ use super::istio::{self, unknown_fields};
 /// Namespace used for names when the chart sets none (as `helm template`
 /// renders without `--namespace`).
 const NAMESPACE: &str = "default";
+/// Istio's root namespace, where the ingress gateway runs.
+const ROOT_NAMESPACE: &str = "istio-system";
+const GATEWAY_NAMESPACE: &str = ROOT_NAMESPACE;
 
 /// Something in the rendered chart that the local mesh does not reproduce,
 /// or reproduces differently.
@@ -148,6 +151,7 @@ pub struct VirtualHostPlan {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub deployment: String,
+    pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub version: String,
     pub model_version: String,
@@ -573,23 +577,51 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
         let spec: istio::WasmPluginSpec = t.spec(object)?;
         let plugin = wasm_plugin(&mut t, object, &spec, wasm_path)?;
         let selector = spec.selector.clone().unwrap_or_default();
+        // Istio applies a WasmPlugin to proxies of its own namespace, or to
+        // all namespaces when it lives in the root namespace.
+        let reaches = |namespace: &str| {
+            object.namespace() == namespace || object.namespace() == ROOT_NAMESPACE
+        };
         let mut applied = false;
+        let mut wrong_namespace = Vec::new();
         if !selector.match_labels.is_empty()
             && labels_match(&selector.match_labels, &plan.gateway.labels)
         {
-            plan.gateway.plugins.push(plugin.clone());
-            applied = true;
+            if reaches(GATEWAY_NAMESPACE) {
+                plan.gateway.plugins.push(plugin.clone());
+                applied = true;
+            } else {
+                wrong_namespace.push(format!(
+                    "the ingress gateway (namespace {GATEWAY_NAMESPACE})"
+                ));
+            }
         }
         for workload in &mut plan.workloads {
             if labels_match(&selector.match_labels, &workload.labels) {
-                workload.plugins.push(plugin.clone());
-                applied = true;
+                if reaches(&workload.namespace) {
+                    workload.plugins.push(plugin.clone());
+                    applied = true;
+                } else {
+                    wrong_namespace.push(format!(
+                        "{} (namespace {})",
+                        workload.deployment, workload.namespace
+                    ));
+                }
             }
+        }
+        for proxy in wrong_namespace {
+            t.findings.push(Finding::NotReproduced {
+                object: object.id(),
+                why: format!(
+                    "its selector matches {proxy}, but Istio applies it only in namespace {}; left out as in a cluster",
+                    object.namespace()
+                ),
+            });
         }
         if !applied {
             t.findings.push(Finding::NotReproduced {
                 object: object.id(),
-                why: "its selector matches neither the gateway nor a rendered Deployment".into(),
+                why: "it applies to neither the gateway nor a rendered Deployment".into(),
             });
         }
     }
@@ -781,6 +813,7 @@ fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, Pla
     }
     Ok(Some(Workload {
         deployment: object.name.clone(),
+        namespace: object.namespace().to_string(),
         labels,
         version,
         model_version,
@@ -1388,6 +1421,23 @@ mod tests {
             plan.findings
                 .iter()
                 .any(|f| f.to_string().contains("stands in for it"))
+        );
+    }
+
+    #[test]
+    fn a_wasm_plugin_outside_the_gateway_namespace_is_left_out_as_istio_would() {
+        let yaml = edit(
+            "  name: sms-checker-cohort-gateway\n  namespace: istio-system",
+            "  name: sms-checker-cohort-gateway\n  namespace: default",
+        );
+        let plan = plan_of(&yaml);
+        assert!(plan.gateway.plugins.is_empty());
+        assert!(
+            plan.findings.iter().any(|f| f
+                .to_string()
+                .contains("Istio applies it only in namespace default")),
+            "{:#?}",
+            plan.findings
         );
     }
 
