@@ -150,6 +150,9 @@ impl Histogram {
             if threshold > bin.lower && bin.upper.is_finite() {
                 under += bin.count * (threshold - bin.lower) / (bin.upper - bin.lower);
                 exact = false;
+            } else if bin.upper.is_infinite() && threshold >= bin.lower {
+                // Past the last finite bound: exact only if nothing lies there.
+                exact = bin.count == 0.0;
             } else {
                 exact = threshold == bin.lower || (threshold < bin.lower && under == 0.0);
             }
@@ -314,5 +317,8 @@ mod tests {
         let s = h.share_under(100.0).unwrap();
         assert!(close(s.share, 0.6));
         assert!(!s.exact);
+        let nothing_above = hist(&[(1.0, 6.0), (f64::INFINITY, 6.0)]);
+        let s = nothing_above.share_under(100.0).unwrap();
+        assert_eq!((s.share, s.exact), (1.0, true));
     }
 }
