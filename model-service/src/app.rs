@@ -12,7 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -56,8 +58,53 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
         .with_state(state)
+}
+
+/// Ids for requests that arrive without one (behind the mesh, Envoy sets
+/// them): a random 64-bit prefix per process and a counter, in the UUID
+/// layout. A fresh random UUID would cost a `getrandom` system call on
+/// every request.
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS once per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        RequestIds {
+            prefix: hasher.finish(),
+            counter: Arc::default(),
+        }
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new()
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let p = self.prefix;
+        let id = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            p >> 32,
+            (p >> 16) & 0xffff,
+            p & 0xffff,
+            (n >> 48) & 0xffff,
+            n & 0xffff_ffff_ffff
+        );
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
 }
 
 /// Counts every request by route template (never the raw path, which would

@@ -109,9 +109,13 @@ async fn request_ids_are_kept_or_made_and_the_cohort_is_echoed() {
     assert_eq!(reply.header("x-request-id"), Some("abc-123"));
     assert_eq!(reply.header("x-experiment-cohort"), Some("canary"));
 
-    let reply = predict(&app, "hello there").await;
-    let made = reply.header("x-request-id").expect("an id is made");
-    assert_eq!(made.len(), 36, "a UUID: {made}");
+    let first = predict(&app, "hello there").await;
+    let second = predict(&app, "hello there").await;
+    let made = first.header("x-request-id").expect("an id is made");
+    assert_eq!(made.len(), 36, "UUID layout: {made}");
+    assert_eq!(made.matches('-').count(), 4, "UUID layout: {made}");
+    assert_ne!(Some(made), second.header("x-request-id"), "ids are unique");
+    let reply = first;
     assert_eq!(reply.header("x-experiment-cohort"), None);
 }
 
