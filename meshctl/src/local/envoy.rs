@@ -406,3 +406,101 @@ pub fn sidecar_bootstrap(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::RetryPlan;
+    use super::*;
+
+    fn plan() -> RoutePlan {
+        RoutePlan {
+            name: "split".into(),
+            path: PathMatch::Prefix("/".into(), true),
+            headers: vec![HeaderMatch {
+                name: "x-experiment-cohort".into(),
+                matcher: StringMatcher::Exact("canary".into()),
+                invert: false,
+            }],
+            destinations: vec![("a".into(), 90), ("b".into(), 10)],
+            mirrors: vec![("c".into(), 12.5)],
+            timeout: Duration::ZERO,
+            retries: Some(RetryPlan {
+                attempts: 2,
+                retry_on: "connect-failure".into(),
+                per_try_timeout: Some(Duration::from_millis(1500)),
+            }),
+            fault: Some(FaultPlan {
+                delay: Some((Duration::from_millis(250), 50.0)),
+                abort: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn routes_carry_weights_mirrors_retries_and_faults() {
+        let r = route(&plan());
+        assert_eq!(r["match"]["headers"][0]["string_match"]["exact"], "canary");
+        assert_eq!(r["route"]["weighted_clusters"]["clusters"][1]["weight"], 10);
+        let mirror = &r["route"]["request_mirror_policies"][0];
+        assert_eq!(mirror["cluster"], "c");
+        assert_eq!(
+            mirror["runtime_fraction"]["default_value"]["numerator"],
+            125_000
+        );
+        assert_eq!(r["route"]["timeout"], "0.000000000s");
+        assert_eq!(
+            r["route"]["retry_policy"]["per_try_timeout"],
+            "1.500000000s"
+        );
+        let delay = &r["typed_per_filter_config"]["envoy.filters.http.fault"]["delay"];
+        assert_eq!(delay["fixed_delay"], "0.250000000s");
+        assert_eq!(delay["percentage"]["numerator"], 500_000);
+    }
+
+    #[test]
+    fn a_refused_plugin_follows_its_fail_strategy() {
+        let mut plugin = PluginPlan {
+            name: "ns.p".into(),
+            root_id: String::new(),
+            configuration: "{}".into(),
+            fail_open: true,
+            early: true,
+            priority: 0,
+            refused: false,
+        };
+        let wasm = Path::new("/f.wasm");
+        let names = |plugin: &PluginPlan| -> Vec<String> {
+            http_filters(std::slice::from_ref(plugin), wasm, true)
+                .iter()
+                .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&plugin),
+            [
+                "ns.p",
+                "envoy.filters.http.fault",
+                "envoy.filters.http.router"
+            ]
+        );
+        plugin.refused = true;
+        assert_eq!(
+            names(&plugin),
+            ["envoy.filters.http.fault", "envoy.filters.http.router"]
+        );
+        plugin.fail_open = false;
+        let filters = http_filters(std::slice::from_ref(&plugin), wasm, false);
+        assert_eq!(filters[0]["name"], "ns.p.fail-closed");
+        assert_eq!(filters[0]["typed_config"]["abort"]["http_status"], 503);
+    }
+
+    #[test]
+    fn stat_tags_use_istio_encoding() {
+        let config = stats_config(&["cohort".into()], Some(&["sms_.*".into()]));
+        assert_eq!(config["stats_tags"][0]["regex"], "(cohort=\\.=(.*?);\\.;)");
+        assert_eq!(
+            config["stats_matcher"]["inclusion_list"]["patterns"][0]["safe_regex"]["regex"],
+            "sms_.*"
+        );
+    }
+}
