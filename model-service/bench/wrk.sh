@@ -15,8 +15,13 @@ pid=
 stop() { if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi; }
 trap stop EXIT
 
-echo "| version | connections | req/s | p50 | p99 | peak RSS |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+# CPU time the service spent (user + system), in microseconds: divided by
+# the requests served, it measures the service's cost whatever else the
+# machine is doing.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+
+echo "| version | connections | req/s | p50 | p99 | CPU µs/request | peak RSS |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for version in v1 v2 v3; do
   MODEL_VERSION=$version SERVER_HOST=127.0.0.1 SERVER_PORT=$port RUST_LOG=warn "$bin" >/dev/null 2>&1 &
   pid=$!
@@ -26,6 +31,7 @@ for version in v1 v2 v3; do
   done
   curl -fs "http://127.0.0.1:$port/ready" >/dev/null || { echo "error: $version did not become ready" >&2; exit 1; }
   for connections in 16 64; do
+    cpu_before=$(cpu_us "$pid")
     out=$(wrk -t"$threads" -c"$connections" -d"${duration}s" --latency \
       -s "$here/predict.lua" "http://127.0.0.1:$port/predict")
     if grep -q "Non-2xx" <<<"$out"; then
@@ -33,11 +39,14 @@ for version in v1 v2 v3; do
       echo "$out" >&2
       exit 1
     fi
+    cpu_after=$(cpu_us "$pid")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    per_request=$(awk -v c=$((cpu_after - cpu_before)) -v n="$requests" 'BEGIN {printf "%.1f", c / n}')
     rps=$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     rss=$(awk '/^VmHWM/ {printf "%.1f MB", $2 / 1024}' "/proc/$pid/status")
-    echo "| $version | $connections | $rps | $p50 | $p99 | $rss |"
+    echo "| $version | $connections | $rps | $p50 | $p99 | $per_request | $rss |"
   done
   stop
 done

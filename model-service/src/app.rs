@@ -24,7 +24,9 @@ use crate::routes;
 #[derive(Clone)]
 pub struct AppState {
     pub model: Arc<Model>,
-    pub metrics: Metrics,
+    /// Behind an `Arc`: the state is cloned for every request, and the
+    /// registry's handles are many.
+    pub metrics: Arc<Metrics>,
     /// False until serving starts and again from the shutdown signal on.
     pub ready: Arc<AtomicBool>,
     pub version_header: HeaderValue,
@@ -36,7 +38,7 @@ impl AppState {
         let version_header = HeaderValue::from_static(model.version.as_str());
         Ok(AppState {
             model: Arc::new(model),
-            metrics,
+            metrics: Arc::new(metrics),
             ready: Arc::new(AtomicBool::new(false)),
             version_header,
         })
