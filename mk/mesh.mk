@@ -8,19 +8,12 @@ SET ?=
 # Extra meshctl flags, e.g. RUN_FLAGS="--gateway-port 18080 --base-port 0"
 RUN_FLAGS ?=
 
-TEST_PREREQS += meshctl $(MODEL_SERVICE_BIN)
+# The model-service binary is in TEST_PREREQS from mk/model.mk.
+TEST_PREREQS += meshctl
 
 .PHONY: run meshctl run-check
-# The model-service target is defined in its own mk file, read after this one.
+# $(MODEL_SERVICE_BIN)'s rule is in mk/model.mk, read after this file.
 .SECONDEXPANSION:
-
-# Until the model-service area ships its own build rule for the binary.
-ifeq ($(wildcard $(ROOT)/mk/model.mk),)
-.PHONY: mesh-force
-mesh-force:
-$(MODEL_SERVICE_BIN): mesh-force
-	cargo build --locked --release -p model-service
-endif
 
 meshctl: ## Build the meshctl CLI
 	cargo build --locked -p meshctl
