@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::plan::{
-    ClusterPlan, FaultPlan, HeaderMatch, PathMatch, PluginPlan, RoutePlan, StringMatcher, Workload,
+    ClusterPlan, FaultPlan, HeaderEdits, HeaderMatch, PathMatch, PluginPlan, RoutePlan,
+    StringMatcher, Workload,
 };
 
 /// Istio version the node metadata claims, as in the chart's CRDs.
@@ -282,10 +283,46 @@ fn route(plan: &RoutePlan) -> Value {
         action["retry_policy"] = policy;
     }
     let mut r = json!({"name": plan.name, "match": m, "route": action});
+    for (edits, add_key, remove_key) in [
+        (
+            &plan.request_headers,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        ),
+        (
+            &plan.response_headers,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ),
+    ] {
+        let to_add = headers_to_add(edits);
+        if !to_add.is_empty() {
+            r[add_key] = json!(to_add);
+        }
+        if !edits.remove.is_empty() {
+            r[remove_key] = json!(edits.remove);
+        }
+    }
     if let Some(fault) = &plan.fault {
         r["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault_config(fault)});
     }
     r
+}
+
+/// Istio's `set` overwrites a header, `add` appends another value.
+fn headers_to_add(edits: &HeaderEdits) -> Vec<Value> {
+    let option = |(key, value): &(String, String), action: &str| json!({"header": {"key": key, "value": value}, "append_action": action});
+    edits
+        .set
+        .iter()
+        .map(|kv| option(kv, "OVERWRITE_IF_EXISTS_OR_ADD"))
+        .chain(
+            edits
+                .add
+                .iter()
+                .map(|kv| option(kv, "APPEND_IF_EXISTS_OR_ADD")),
+        )
+        .collect()
 }
 
 /// Where a local Envoy listens and logs.
@@ -433,6 +470,12 @@ mod tests {
                 delay: Some((Duration::from_millis(250), 50.0)),
                 abort: None,
             }),
+            request_headers: HeaderEdits {
+                set: vec![("x-a".into(), "1".into())],
+                add: vec![("x-b".into(), "2".into())],
+                remove: vec!["x-c".into()],
+            },
+            response_headers: HeaderEdits::default(),
         }
     }
 
@@ -455,6 +498,12 @@ mod tests {
         let delay = &r["typed_per_filter_config"]["envoy.filters.http.fault"]["delay"];
         assert_eq!(delay["fixed_delay"], "0.250000000s");
         assert_eq!(delay["percentage"]["numerator"], 500_000);
+        let added = &r["request_headers_to_add"];
+        assert_eq!(added[0]["header"]["key"], "x-a");
+        assert_eq!(added[0]["append_action"], "OVERWRITE_IF_EXISTS_OR_ADD");
+        assert_eq!(added[1]["append_action"], "APPEND_IF_EXISTS_OR_ADD");
+        assert_eq!(r["request_headers_to_remove"][0], "x-c");
+        assert!(r.get("response_headers_to_add").is_none());
     }
 
     #[test]

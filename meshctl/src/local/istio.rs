@@ -93,7 +93,7 @@ pub struct HttpRoute {
     pub delegate: Option<Value>,
     pub rewrite: Option<Value>,
     pub cors_policy: Option<Value>,
-    pub headers: Option<Value>,
+    pub headers: Option<Headers>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -280,6 +280,29 @@ pub struct PluginMatch {
 pub struct StatsMatcher {
     #[serde(default)]
     pub inclusion_regexps: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Header edits of a route: `headers.request` and `headers.response`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Headers {
+    pub request: Option<HeaderOperations>,
+    pub response: Option<HeaderOperations>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOperations {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -203,6 +203,33 @@ pub struct RoutePlan {
     pub timeout: Duration,
     pub retries: Option<RetryPlan>,
     pub fault: Option<FaultPlan>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+}
+
+/// Istio's `set` (overwrite), `add` (append) and `remove` on headers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+fn header_edits(
+    t: &mut Translator,
+    object: &Object,
+    field: &str,
+    ops: Option<&istio::HeaderOperations>,
+) -> HeaderEdits {
+    let Some(ops) = ops else {
+        return HeaderEdits::default();
+    };
+    t.unknown(object, field, &ops.extra);
+    HeaderEdits {
+        set: ops.set.clone().into_iter().collect(),
+        add: ops.add.clone().into_iter().collect(),
+        remove: ops.remove.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -369,6 +396,10 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
             "PodDisruptionBudget" => t.findings.push(Finding::NotReproduced {
                 object: object.id(),
                 why: "no evictions locally".into(),
+            }),
+            "PodMonitor" | "ServiceMonitor" => t.findings.push(Finding::Substituted {
+                object: object.id(),
+                what: "the local Prometheus scrapes every proxy and service directly".into(),
             }),
             other => t.findings.push(Finding::NotReproduced {
                 object: object.id(),
@@ -865,7 +896,6 @@ fn http_route(
         ("delegate", &route.delegate),
         ("rewrite", &route.rewrite),
         ("corsPolicy", &route.cors_policy),
-        ("headers", &route.headers),
     ] {
         t.skip_some(
             object,
@@ -1067,6 +1097,27 @@ fn http_route(
         headers_and_paths.push((path, headers));
     }
 
+    let (request_headers, response_headers) = match &route.headers {
+        None => (HeaderEdits::default(), HeaderEdits::default()),
+        Some(h) => {
+            t.unknown(object, &format!("{prefix}.headers"), &h.extra);
+            (
+                header_edits(
+                    t,
+                    object,
+                    &format!("{prefix}.headers.request"),
+                    h.request.as_ref(),
+                ),
+                header_edits(
+                    t,
+                    object,
+                    &format!("{prefix}.headers.response"),
+                    h.response.as_ref(),
+                ),
+            )
+        }
+    };
+
     let base = route
         .name
         .clone()
@@ -1088,6 +1139,8 @@ fn http_route(
             timeout,
             retries: retries.clone(),
             fault: fault.clone(),
+            request_headers: request_headers.clone(),
+            response_headers: response_headers.clone(),
         })
         .collect())
 }
@@ -1436,6 +1489,29 @@ mod tests {
             plan.findings.iter().any(|f| f
                 .to_string()
                 .contains("Istio applies it only in namespace default")),
+            "{:#?}",
+            plan.findings
+        );
+    }
+
+    #[test]
+    fn route_header_edits_are_translated() {
+        let yaml = edit(
+            "    - name: split\n",
+            "    - name: split\n      headers:\n        request:\n          set:\n            x-env: local\n        response:\n          remove:\n            - server\n",
+        );
+        let plan = plan_of(&yaml);
+        let split = plan.gateway.virtual_hosts[0].routes.last().unwrap();
+        assert_eq!(
+            split.request_headers.set,
+            [("x-env".to_string(), "local".to_string())]
+        );
+        assert_eq!(split.response_headers.remove, ["server"]);
+        assert!(
+            !plan
+                .findings
+                .iter()
+                .any(|f| f.to_string().contains("headers")),
             "{:#?}",
             plan.findings
         );
