@@ -107,7 +107,8 @@ fn train_models(args: &TrainArgs) -> Result<(), String> {
         .map_err(|e| format!("create {}: {e}", args.data.models_dir.display()))?;
     let mut rows = Vec::new();
     for version in versions {
-        let artifact = train::train(version, &dataset)?;
+        let artifact = train::train(version, &dataset)
+            .map_err(|e| format!("training {version} gave an invalid model: {e}"))?;
         let path = args.data.models_dir.join(version.file_name());
         let bytes = artifact
             .to_bytes()

@@ -226,6 +226,11 @@ pub struct ArtifactError {
     pub problem: String,
 }
 
+/// An artifact whose parameters cannot make a model (what is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidModel(pub String);
+
 /// Passes ids through: they are already well-mixed 64-bit hashes.
 #[derive(Default, Clone, Copy)]
 pub struct IdHasher(u64);
@@ -317,16 +322,16 @@ impl Model {
                 artifact.version
             )));
         }
-        Model::from_artifact(&artifact).map_err(fail)
+        Model::from_artifact(&artifact).map_err(|err| fail(err.0))
     }
 
     /// Builds the lookup tables, rejecting any inconsistent parameter.
-    pub fn from_artifact(artifact: &Artifact) -> Result<Model, String> {
+    pub fn from_artifact(artifact: &Artifact) -> Result<Model, InvalidModel> {
         if artifact.format != FORMAT {
-            return Err(format!(
+            return Err(InvalidModel(format!(
                 "format {} is not supported (this build reads format {FORMAT})",
                 artifact.format
-            ));
+            )));
         }
         let scorer = match &artifact.model {
             Params::NaiveBayes {
@@ -352,7 +357,9 @@ impl Model {
                 if let Some((lo, hi)) = set.char_grams
                     && (lo == 0 || lo > hi || hi > crate::text::MAX_WORD_CHARS)
                 {
-                    return Err(format!("invalid character n-gram range {lo}..={hi}"));
+                    return Err(InvalidModel(format!(
+                        "invalid character n-gram range {lo}..={hi}"
+                    )));
                 }
                 let mut terms = IdMap::default();
                 for (kind, map) in [
@@ -363,7 +370,9 @@ impl Model {
                     for (term, [idf, weight]) in map {
                         let idf = finite(*idf, term)?;
                         if idf <= 0.0 {
-                            return Err(format!("term {term:?} has a non-positive idf"));
+                            return Err(InvalidModel(format!(
+                                "term {term:?} has a non-positive idf"
+                            )));
                         }
                         let weighted = finite(idf * weight, term)?;
                         terms.insert(term_id(kind, term)?, (idf, weighted));
@@ -382,14 +391,14 @@ impl Model {
                 ..
             } => {
                 if !(1..=24).contains(bits) {
-                    return Err(format!("bits {bits} is outside 1..=24"));
+                    return Err(InvalidModel(format!("bits {bits} is outside 1..=24")));
                 }
                 if log_odds.len() != 1usize << bits {
-                    return Err(format!(
+                    return Err(InvalidModel(format!(
                         "log_odds holds {} buckets, expected 2^{bits} = {}",
                         log_odds.len(),
                         1usize << bits
-                    ));
+                    )));
                 }
                 for value in log_odds {
                     finite(*value, "log_odds")?;
@@ -453,16 +462,20 @@ impl Model {
     }
 }
 
-fn finite(value: f32, what: &str) -> Result<f32, String> {
+fn finite(value: f32, what: &str) -> Result<f32, InvalidModel> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(format!("{what:?} has a non-finite value"))
+        Err(InvalidModel(format!("{what:?} has a non-finite value")))
     }
 }
 
-fn term_id(kind: Kind, term: &str) -> Result<u64, String> {
+fn term_id(kind: Kind, term: &str) -> Result<u64, InvalidModel> {
     term_chars(term, kind)
         .map(|chars| feature_id(kind, &chars))
-        .ok_or_else(|| format!("term {term:?} is empty or longer than the tokenizer emits"))
+        .ok_or_else(|| {
+            InvalidModel(format!(
+                "term {term:?} is empty or longer than the tokenizer emits"
+            ))
+        })
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::dataset::{Dataset, Rng, SPLIT_SEED, Split, TEST_FRACTION, stratified_split};
 use crate::model::{
-    Artifact, DatasetInfo, FORMAT, FeatureSpec, Label, Metrics, Model, Params, Version,
+    Artifact, DatasetInfo, FORMAT, FeatureSpec, InvalidModel, Label, Metrics, Model, Params,
+    Version,
 };
 use crate::text::{FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature};
 
@@ -42,7 +43,7 @@ pub fn split(dataset: &Dataset) -> Split {
 
 /// Trains `version` on the training split and scores it on the test split,
 /// through the same code path the service predicts with.
-pub fn train(version: Version, dataset: &Dataset) -> Result<Artifact, String> {
+pub fn train(version: Version, dataset: &Dataset) -> Result<Artifact, InvalidModel> {
     let split = split(dataset);
     let train: Vec<(&str, Label)> = split
         .train
