@@ -479,3 +479,49 @@ fn term_id(kind: Kind, term: &str) -> Result<u64, InvalidModel> {
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_follow_the_confusion_matrix() {
+        use Label::{Ham, Spam};
+        let actual = [Spam, Spam, Spam, Ham, Ham, Ham, Ham, Ham];
+        let predicted = [Spam, Spam, Ham, Spam, Ham, Ham, Ham, Ham];
+        let m = Metrics::score(&actual, &predicted);
+        assert_eq!(
+            (
+                m.true_positives,
+                m.false_negatives,
+                m.false_positives,
+                m.true_negatives
+            ),
+            (2, 1, 1, 4)
+        );
+        assert_eq!(m.accuracy, 6.0 / 8.0);
+        assert_eq!(m.precision, 2.0 / 3.0);
+        assert_eq!(m.recall, 2.0 / 3.0);
+        assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12);
+        // No spam predicted at all: precision and F1 are 0, not NaN.
+        let none = Metrics::score(&[Spam, Ham], &[Ham, Ham]);
+        assert_eq!((none.precision, none.f1), (0.0, 0.0));
+    }
+
+    #[test]
+    fn log_odds_give_label_and_confidence() {
+        let spam = Prediction::from_log_odds(2.0);
+        assert_eq!(spam.label, Label::Spam);
+        assert!((spam.confidence() - 0.880_797).abs() < 1e-5);
+        let ham = Prediction::from_log_odds(-2.0);
+        assert_eq!(ham.label, Label::Ham);
+        assert!((ham.confidence() - spam.confidence()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ids_pass_through_the_hasher() {
+        let mut hasher = IdHasher::default();
+        hasher.write_u64(0xdead_beef);
+        assert_eq!(hasher.finish(), 0xdead_beef);
+    }
+}
