@@ -16,7 +16,7 @@ $(MODEL_SERVICE_BIN): model-service-force
 model-service: $(MODEL_SERVICE_BIN) ## Build the model-service release binary (target/release/model-service)
 
 dataset: ## Fetch the SMS Spam Collection from UCI if missing, checked against its pinned SHA-256
-	scripts/fetch-dataset.sh $(MODEL_DATASET) $(MODEL_DATASET_SHA256)
+	$(ROOT)/scripts/fetch-dataset.sh $(MODEL_DATASET) $(MODEL_DATASET_SHA256)
 
 models: dataset $(MODEL_SERVICE_BIN) ## Retrain v1, v2, v3 into model-service/models (byte-for-byte reproducible)
 	$(MODEL_SERVICE_BIN) train --dataset $(MODEL_DATASET) --models-dir $(ROOT)/model-service/models
@@ -25,7 +25,7 @@ evaluate-models: dataset $(MODEL_SERVICE_BIN) ## Score the committed models on t
 	$(MODEL_SERVICE_BIN) evaluate --dataset $(MODEL_DATASET) --models-dir $(ROOT)/model-service/models
 
 bench-model: tools-apt $(MODEL_SERVICE_BIN) ## model-service: wrk 16/64 connections, peak RSS, criterion single prediction
-	model-service/bench/wrk.sh $(MODEL_SERVICE_BIN) $(MODEL_BENCH_SECONDS)
+	$(ROOT)/model-service/bench/wrk.sh $(MODEL_SERVICE_BIN) $(MODEL_BENCH_SECONDS)
 	cargo bench --locked -p model-service --bench predict
 
 TEST_PREREQS += dataset $(MODEL_SERVICE_BIN)
