@@ -145,6 +145,15 @@ fn default_values_become_istio_shaped_envoy_configs() {
         );
     }
 
+    // The gateway extracts the same labels as the sidecars.
+    let gateway_tags = gateway["stats_config"]["stats_tags"]
+        .as_array()
+        .expect("gateway stats_tags");
+    assert!(
+        gateway_tags.iter().any(|t| t["tag_name"] == "cohort"),
+        "{gateway_tags:?}"
+    );
+
     for version in ["v1", "v2", "v3"] {
         let sidecar = json(&dir.path().join(format!("sidecar-{version}.json")));
         assert_eq!(sidecar["node"]["metadata"]["LABELS"]["version"], version);

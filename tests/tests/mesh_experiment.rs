@@ -234,6 +234,32 @@ fn two_thousand_users_split_90_10_sticky_mirrored_and_counted_by_prometheus() {
             (got == expected).then_some(())
         },
     );
+    // The gateway's filter counts the same requests by cohort.
+    let mut by_cohort: BTreeMap<String, f64> = BTreeMap::new();
+    for ((_, cohort), count) in &sent {
+        *by_cohort.entry(cohort.clone()).or_default() += count;
+    }
+    wait_for(
+        "Prometheus to report the gateway's per-cohort counts",
+        Duration::from_secs(60),
+        || {
+            let result = mesh.prometheus_query("sum by (cohort) (sms_cohort_requests_total)");
+            let got: BTreeMap<String, f64> = result
+                .into_iter()
+                .map(|(labels, value)| {
+                    (
+                        labels
+                            .get("cohort")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                        value,
+                    )
+                })
+                .collect();
+            (got == by_cohort).then_some(())
+        },
+    );
     // ...and latency histograms per version, one observation per request.
     // Envoy merges histograms on its stats flush (every 5 s), so wait for it.
     let expected_counts: BTreeMap<String, f64> = [

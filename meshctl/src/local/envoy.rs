@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::plan::{
-    ClusterPlan, FaultPlan, HeaderEdits, HeaderMatch, PathMatch, PluginPlan, RoutePlan,
+    ClusterPlan, FaultPlan, HeaderEdits, HeaderMatch, PathMatch, PluginPlan, ProxyStats, RoutePlan,
     StringMatcher, Workload,
 };
 
@@ -43,27 +43,37 @@ fn socket(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-/// `extraStatTags` as Envoy tag extractors, with the regex Istio uses for
-/// its `name=.=value;.;` encoding of labels in stat names.
-/// `proxyStatsMatcher.inclusionRegexps`, when set, limits the stats kept,
-/// next to the server-level stats Istio always keeps.
-fn stats_config(tags: &[String], inclusion: Option<&[String]>) -> Value {
-    let stats_tags: Vec<Value> = tags
+/// A proxy's stats settings: `extraStatTags` as tag extractors with the
+/// regex Istio uses for its `name=.=value;.;` encoding; the stats matcher
+/// (next to the server-level stats Istio always keeps); histogram buckets.
+fn stats_config(stats: &ProxyStats) -> Value {
+    let stats_tags: Vec<Value> = stats
+        .tags
         .iter()
         .map(|tag| json!({"tag_name": tag, "regex": format!("({}=\\.=(.*?);\\.;)", regex_escape(tag))}))
         .collect();
     let mut config = json!({"stats_tags": stats_tags, "use_all_default_tags": true});
-    if let Some(regexps) = inclusion {
-        let mut patterns: Vec<Value> = regexps
+    if let Some(inclusion) = &stats.inclusion {
+        let patterns: Vec<Value> = inclusion
+            .regexps
             .iter()
             .map(|r| json!({"safe_regex": {"regex": r}}))
+            .chain(inclusion.prefixes.iter().map(|p| json!({"prefix": p})))
+            .chain(inclusion.suffixes.iter().map(|p| json!({"suffix": p})))
+            .chain(
+                ["cluster_manager", "listener_manager", "server", "wasm"]
+                    .iter()
+                    .map(|p| json!({"prefix": p})),
+            )
             .collect();
-        patterns.extend(
-            ["cluster_manager", "listener_manager", "server", "wasm"]
-                .iter()
-                .map(|p| json!({"prefix": p})),
-        );
         config["stats_matcher"] = json!({"inclusion_list": {"patterns": patterns}});
+    }
+    if !stats.histogram_buckets.is_empty() {
+        config["histogram_bucket_settings"] = stats
+            .histogram_buckets
+            .iter()
+            .map(|(prefix, buckets)| json!({"match": {"prefix": prefix}, "buckets": buckets}))
+            .collect();
     }
     config
 }
@@ -379,7 +389,7 @@ pub fn gateway_bootstrap(
             },
         },
         "admin": admin(ports.admin, Path::new("/dev/null")),
-        "stats_config": stats_config(&[], None),
+        "stats_config": stats_config(&gateway.stats),
         "static_resources": {
             "listeners": [listener(
                 "0.0.0.0_8080",
@@ -418,7 +428,7 @@ pub fn sidecar_bootstrap(
             },
         },
         "admin": admin(ports.admin, Path::new("/dev/null")),
-        "stats_config": stats_config(&workload.stat_tags, workload.stats_inclusion.as_deref()),
+        "stats_config": stats_config(&workload.stats),
         "static_resources": {
             "listeners": [listener(
                 "virtualInbound",
@@ -545,11 +555,24 @@ mod tests {
 
     #[test]
     fn stat_tags_use_istio_encoding() {
-        let config = stats_config(&["cohort".into()], Some(&["sms_.*".into()]));
+        let stats = ProxyStats {
+            tags: vec!["cohort".into()],
+            inclusion: Some(super::super::plan::StatsInclusion {
+                regexps: vec!["sms_.*".into()],
+                prefixes: vec!["wasmcustom.".into()],
+                suffixes: Vec::new(),
+            }),
+            histogram_buckets: vec![("wasmcustom".into(), vec![0.5, 1.0])],
+        };
+        let config = stats_config(&stats);
         assert_eq!(config["stats_tags"][0]["regex"], "(cohort=\\.=(.*?);\\.;)");
+        let patterns = &config["stats_matcher"]["inclusion_list"]["patterns"];
+        assert_eq!(patterns[0]["safe_regex"]["regex"], "sms_.*");
+        assert_eq!(patterns[1]["prefix"], "wasmcustom.");
         assert_eq!(
-            config["stats_matcher"]["inclusion_list"]["patterns"][0]["safe_regex"]["regex"],
-            "sms_.*"
+            config["histogram_bucket_settings"][0]["match"]["prefix"],
+            "wasmcustom"
         );
+        assert_eq!(config["histogram_bucket_settings"][0]["buckets"][0], 0.5);
     }
 }

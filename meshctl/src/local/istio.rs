@@ -280,6 +280,10 @@ pub struct PluginMatch {
 pub struct StatsMatcher {
     #[serde(default)]
     pub inclusion_regexps: Vec<String>,
+    #[serde(default)]
+    pub inclusion_prefixes: Vec<String>,
+    #[serde(default)]
+    pub inclusion_suffixes: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -135,6 +135,7 @@ pub struct MeshPlan {
 #[derive(Debug, Default)]
 pub struct GatewayPlan {
     pub name: String,
+    pub stats: ProxyStats,
     pub labels: BTreeMap<String, String>,
     pub virtual_hosts: Vec<VirtualHostPlan>,
     pub plugins: Vec<PluginPlan>,
@@ -156,9 +157,7 @@ pub struct Workload {
     pub version: String,
     pub model_version: String,
     pub env: Vec<(String, String)>,
-    pub stat_tags: Vec<String>,
-    /// `proxyStatsMatcher.inclusionRegexps`: the stats the proxy keeps.
-    pub stats_inclusion: Option<Vec<String>>,
+    pub stats: ProxyStats,
     pub plugins: Vec<PluginPlan>,
 }
 
@@ -168,6 +167,24 @@ impl Workload {
             .get("app")
             .map_or("model-service", String::as_str)
     }
+}
+
+/// A proxy's stats settings, from the pod's Istio annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyStats {
+    /// `extraStatTags`: labels extracted from Istio's tag encoding.
+    pub tags: Vec<String>,
+    /// `proxyStatsMatcher`; `None` keeps every stat.
+    pub inclusion: Option<StatsInclusion>,
+    /// `sidecar.istio.io/statsHistogramBuckets`: stat prefix and bucket bounds.
+    pub histogram_buckets: Vec<(String, Vec<f64>)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsInclusion {
+    pub regexps: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub suffixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -603,6 +620,26 @@ pub fn translate(objects: &[Object], wasm_path: &str) -> Result<MeshPlan, PlanEr
         }
     }
 
+    // The ingress gateway is not in the chart: in a cluster its stat tags
+    // and buckets come from meshConfig.defaultConfig. Locally it takes those
+    // the chart gives its sidecars, so the gateway's metrics carry labels too.
+    for workload in &plan.workloads {
+        for tag in &workload.stats.tags {
+            if !plan.gateway.stats.tags.contains(tag) {
+                plan.gateway.stats.tags.push(tag.clone());
+            }
+        }
+        if plan.gateway.stats.histogram_buckets.is_empty() {
+            plan.gateway.stats.histogram_buckets = workload.stats.histogram_buckets.clone();
+        }
+    }
+    if !plan.gateway.stats.tags.is_empty() {
+        t.findings.push(Finding::Substituted {
+            object: format!("Gateway/{}", plan.gateway.name),
+            what: "the local gateway uses the sidecars' extraStatTags and histogram buckets (in a cluster: meshConfig.defaultConfig)".into(),
+        });
+    }
+
     // WasmPlugins: by selector, on the gateway or on the sidecars.
     for object in by_kind("WasmPlugin") {
         let spec: istio::WasmPluginSpec = t.spec(object)?;
@@ -746,8 +783,7 @@ fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, Pla
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let mut stat_tags = Vec::new();
-    let mut stats_inclusion = None;
+    let mut stats = ProxyStats::default();
     for (key, value) in &annotations {
         match key.as_str() {
             "proxy.istio.io/config" => {
@@ -761,15 +797,29 @@ fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, Pla
                 for field in unknown_fields("proxy.istio.io/config", &config.extra) {
                     t.unsupported(object, field, "only extraStatTags is reproduced");
                 }
-                stat_tags = config.extra_stat_tags;
+                stats.tags = config.extra_stat_tags;
                 if let Some(matcher) = config.proxy_stats_matcher {
                     for field in
                         unknown_fields("proxy.istio.io/config.proxyStatsMatcher", &matcher.extra)
                     {
-                        t.unsupported(object, field, "only inclusionRegexps is reproduced");
+                        t.unsupported(object, field, "only the inclusion lists are reproduced");
                     }
-                    stats_inclusion = Some(matcher.inclusion_regexps);
+                    stats.inclusion = Some(StatsInclusion {
+                        regexps: matcher.inclusion_regexps,
+                        prefixes: matcher.inclusion_prefixes,
+                        suffixes: matcher.inclusion_suffixes,
+                    });
                 }
+            }
+            "sidecar.istio.io/statsHistogramBuckets" => {
+                let text = value.as_str().unwrap_or_default();
+                let buckets: BTreeMap<String, Vec<f64>> =
+                    serde_json::from_str(text).map_err(|err| PlanError::Invalid {
+                        object: object.id(),
+                        field: "sidecar.istio.io/statsHistogramBuckets".into(),
+                        why: format!("expected {{\"<stat prefix>\": [bounds...]}}: {err}"),
+                    })?;
+                stats.histogram_buckets = buckets.into_iter().collect();
             }
             "sidecar.istio.io/inject" => {}
             key if key.starts_with("prometheus.io/") => {}
@@ -849,8 +899,7 @@ fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, Pla
         version,
         model_version,
         env,
-        stat_tags,
-        stats_inclusion,
+        stats,
         plugins: Vec::new(),
     }))
 }
@@ -1268,12 +1317,14 @@ mod tests {
         assert_eq!(v2.deployment, "model-deployment-v2");
         assert_eq!(v2.app(), "model-service");
         assert_eq!(v2.model_version, "v2");
-        assert!(v2.stat_tags.iter().any(|t| t == "cohort"));
-        assert!(v2.stat_tags.iter().any(|t| t == "version"));
+        assert!(v2.stats.tags.iter().any(|t| t == "cohort"));
+        assert!(v2.stats.tags.iter().any(|t| t == "version"));
+        assert_eq!(plan.gateway.stats.tags, v2.stats.tags);
         assert!(
-            v2.stats_inclusion
+            v2.stats
+                .inclusion
                 .as_ref()
-                .is_some_and(|r| r.iter().any(|p| p.contains("sms_model_")))
+                .is_some_and(|i| i.regexps.iter().any(|p| p.contains("sms_model_")))
         );
     }
 
@@ -1515,6 +1566,32 @@ mod tests {
             "{:#?}",
             plan.findings
         );
+    }
+
+    #[test]
+    fn histogram_buckets_and_inclusion_prefixes_are_translated() {
+        let yaml = CHART.replace(
+            "        prometheus.io/scrape: \"true\"\n",
+            "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/statsHistogramBuckets: '{\"wasmcustom\":[0.5,1,5]}'\n",
+        )
+        .replace("          proxyStatsMatcher:\n", "          proxyStatsMatcher:\n            inclusionPrefixes: [\"wasmcustom.\"]\n");
+        let plan = plan_of(&yaml);
+        let stats = &plan.workloads[0].stats;
+        assert_eq!(
+            stats.histogram_buckets,
+            [("wasmcustom".to_string(), vec![0.5, 1.0, 5.0])]
+        );
+        assert_eq!(stats.inclusion.as_ref().unwrap().prefixes, ["wasmcustom."]);
+        assert_eq!(
+            plan.gateway.stats.histogram_buckets,
+            stats.histogram_buckets
+        );
+        let bad = CHART.replace(
+            "        prometheus.io/scrape: \"true\"\n",
+            "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/statsHistogramBuckets: 'not json'\n",
+        );
+        let err = translate(&parse_objects(&bad).unwrap(), WASM).unwrap_err();
+        assert!(err.to_string().contains("statsHistogramBuckets"), "{err}");
     }
 
     #[test]
