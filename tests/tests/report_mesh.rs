@@ -38,9 +38,22 @@ fn messages() -> Vec<String> {
 fn send(mesh: &LocalMesh, count: usize, offset: usize) -> Vec<Reply> {
     let messages = messages();
     let url = mesh.url("");
-    parallel(count, 4, |agent, i| {
+    let replies = parallel(count, 4, |agent, i| {
         predict(agent, &url, None, &messages[(offset + i) % messages.len()])
-    })
+    });
+    // Without the cohort filter (a module that failed to load, failing
+    // open) nothing would be counted: say so rather than time out later.
+    if let Some(reply) = replies
+        .iter()
+        .find(|r| r.status == 200 && r.cohort.is_none())
+    {
+        panic!(
+            "the gateway answered without x-experiment-cohort, so its cohort filter is not \
+             running: {reply:?}\nfindings: {:?}",
+            mesh.findings()
+        );
+    }
+    replies
 }
 
 /// What the client saw: answers per version, and 503s.
@@ -282,4 +295,30 @@ fn a_fixed_delay_on_v2_is_flagged_by_the_latency_comparison() {
         "stable p95 {stable_p95} ms without any delay"
     );
     assert_eq!((code, r["verdict"].as_str()), (4, Some("roll_back")), "{r}");
+}
+
+#[test]
+fn a_delay_on_a_fifth_of_v2_requests_is_caught_in_the_tail() {
+    let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sets = EVEN_SPLIT.to_vec();
+    sets.extend([
+        "versions.v2.fault.delay.percentage=20",
+        "versions.v2.fault.delay.fixedDelay=100ms",
+    ]);
+    let mesh = LocalMesh::start(&sets);
+    let sent = tally(&send(&mesh, 400, 0));
+    wait_for_scrapes(&mesh, sent.total);
+    let (code, r) = report(&mesh, &[]);
+    let latency = check(&r, "latency");
+    assert_eq!(latency["outcome"], "roll_back", "{latency}");
+    let tail = &latency["latency"]["tail"]["rates"];
+    let (canary, stable) = (
+        number(&tail["candidate_rate"]),
+        number(&tail["baseline_rate"]),
+    );
+    assert!(
+        canary > 0.1 && stable < 0.06,
+        "tail {canary} vs {stable}: {latency}"
+    );
+    assert_eq!(code, 4, "{r}");
 }

@@ -382,6 +382,15 @@ pub struct LatencyComparison {
     pub test: MannWhitney,
     pub candidate_p95: Option<f64>,
     pub baseline_p95: Option<f64>,
+    /// The share of requests slower than stable's p95 (rounded up to a
+    /// bucket bound both histograms have), candidate against stable.
+    pub tail: Option<TailComparison>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TailComparison {
+    pub above_ms: f64,
+    pub rates: RateComparison,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -818,10 +827,12 @@ pub fn spam_check(settings: &Settings, candidate: (f64, f64), baseline: (f64, f6
     check
 }
 
-/// Roll back when the candidate is slower with significance (one-sided
-/// Mann-Whitney at 1 - confidence), by at least the effect size threshold
-/// (Vargha-Delaney A; 0.56 small, 0.64 medium, 0.71 large), and by more
-/// than the tolerated p95 increase.
+/// Roll back when the candidate is slower with significance, either as a
+/// whole (one-sided Mann-Whitney at 1 - confidence with at least the effect
+/// size threshold, Vargha-Delaney A: 0.56 small, 0.64 medium, 0.71 large)
+/// or in its tail (more requests beyond stable's p95, one-sided
+/// two-proportion test), and only when its p95 grows by more than the
+/// tolerance.
 pub fn latency_check(
     settings: &Settings,
     candidate: &Histogram,
@@ -845,45 +856,73 @@ pub fn latency_check(
         check.detail = detail;
         return check;
     }
-    let (c, b) = stats::align(candidate, baseline);
-    let Some(test) = stats::mann_whitney_binned(&c, &b) else {
+    let aligned = stats::align(candidate, baseline);
+    let Some(test) = stats::mann_whitney_binned(&aligned.candidate, &aligned.baseline) else {
         check.detail = "the histograms share no bucket bounds".into();
         return check;
     };
     let alpha = 1.0 - settings.confidence;
     let candidate_p95 = finite(candidate.quantile(0.95));
     let baseline_p95 = finite(baseline.quantile(0.95));
-    // A rank test finds sub-millisecond shifts in large samples; users only
-    // feel a slowdown of some size, so the p95 must also grow by more than
-    // the tolerance.
+    // A rank test sees a shift of the whole distribution but barely a worse
+    // tail (10 % of requests delayed moves A only to 0.55); the share of
+    // requests beyond stable's p95 sees exactly that.
+    let tail = baseline_p95.and_then(|p95| {
+        let above_ms = *aligned
+            .bounds
+            .iter()
+            .find(|b| b.is_finite() && **b >= p95)?;
+        let (c, b) = aligned.above(above_ms);
+        let rates = stats::compare_rates(
+            (c, test.candidate_n),
+            (b, test.baseline_n),
+            settings.confidence,
+        )?;
+        Some(TailComparison { above_ms, rates })
+    });
+    let shifted = test.p_greater < alpha && test.a >= settings.max_latency_effect;
+    let worse_tail = tail
+        .as_ref()
+        .is_some_and(|t| t.rates.test.p_greater < alpha && t.rates.difference > 0.0);
+    // Both tests find sub-millisecond differences in large samples; users
+    // only feel a slowdown of some size, so the p95 must also grow by more
+    // than the tolerance.
     let p95_increase = match (candidate_p95, baseline_p95) {
         (Some(c), Some(b)) => c - b,
         _ => 0.0,
     };
-    let slower = test.p_greater < alpha
-        && test.a >= settings.max_latency_effect
-        && p95_increase > settings.max_p95_increase_ms;
+    let slower = (shifted || worse_tail) && p95_increase > settings.max_p95_increase_ms;
     check.outcome = if slower {
         Verdict::RollBack
     } else {
         Verdict::Promote
     };
-    let comparison = LatencyComparison {
-        test,
-        candidate_p95,
-        baseline_p95,
-    };
     let ms = super::render::millis;
+    let tail_text = tail.as_ref().map_or(String::new(), |t| {
+        format!(
+            "; above {} ms {:.2}% vs {:.2}% (p = {:.4})",
+            t.above_ms,
+            t.rates.candidate_rate * 100.0,
+            t.rates.baseline_rate * 100.0,
+            t.rates.test.p_greater,
+        )
+    });
     check.detail = format!(
-        "p95 {} vs {}; P(candidate slower) A = {:.3}, one-sided p = {:.4}; roll back at A >= {} \
-         and p95 +{} ms",
-        ms(comparison.candidate_p95),
-        ms(comparison.baseline_p95),
+        "p95 {} vs {}; P(candidate slower) A = {:.3}, one-sided p = {:.4}{tail_text}; \
+         roll back on A >= {} or a worse tail, with p95 +{} ms",
+        ms(candidate_p95),
+        ms(baseline_p95),
         test.a,
         test.p_greater,
         settings.max_latency_effect,
         settings.max_p95_increase_ms,
     );
+    let comparison = LatencyComparison {
+        test,
+        candidate_p95,
+        baseline_p95,
+        tail,
+    };
     check.latency = Some(comparison);
     check
 }
@@ -1212,6 +1251,58 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(latency.latency.as_ref().unwrap().test.a, 1.0);
         assert_eq!(latency.outcome, Verdict::Promote, "{}", latency.detail);
+    }
+
+    // 10 of 100 canary requests delayed past 100 ms, the rest like stable
+    // (all 900 in (1, 5]). By hand: A = 0.9 * 0.5 + 0.1 = 0.55, below the
+    // effect threshold; but 10/100 vs 0/900 lie above 5 ms (stable's p95
+    // 4.8 ms rounded up to a bound), and the canary's p95 is 100 + 150 *
+    // 5/10 = 175 ms.
+    #[test]
+    fn a_worse_tail_alone_rolls_back() {
+        let h = |per_bin: &[(f64, f64)]| {
+            let mut cumulative = 0.0;
+            Histogram::from_buckets(
+                per_bin
+                    .iter()
+                    .map(|&(upper_bound, n)| {
+                        cumulative += n;
+                        Bucket {
+                            upper_bound,
+                            count: cumulative,
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        let inf = f64::INFINITY;
+        let stable = h(&[
+            (1.0, 0.0),
+            (5.0, 900.0),
+            (100.0, 0.0),
+            (250.0, 0.0),
+            (inf, 0.0),
+        ]);
+        let canary = h(&[
+            (1.0, 0.0),
+            (5.0, 90.0),
+            (100.0, 0.0),
+            (250.0, 10.0),
+            (inf, 0.0),
+        ]);
+        let check = latency_check(&settings(), &canary, &stable, Source::Gateway);
+        let latency = check.latency.as_ref().unwrap();
+        assert!((latency.test.a - 0.55).abs() < 1e-12);
+        assert_eq!(latency.candidate_p95, Some(175.0));
+        let tail = latency.tail.as_ref().unwrap();
+        assert_eq!(tail.above_ms, 5.0);
+        assert_eq!((tail.rates.candidate, tail.rates.baseline), (10.0, 0.0));
+        assert_eq!(check.outcome, Verdict::RollBack, "{}", check.detail);
+        // The same tail within a generous p95 tolerance passes.
+        let mut tolerant = settings();
+        tolerant.max_p95_increase_ms = 200.0;
+        let check = latency_check(&tolerant, &canary, &stable, Source::Gateway);
+        assert_eq!(check.outcome, Verdict::Promote);
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub fn mann_whitney_binned(candidate: &[f64], baseline: &[f64]) -> Option<MannWh
 /// Per-bin counts of two histograms on the bucket bounds they share.
 /// Cumulative counts at a shared bound are exact for both, so merging the
 /// bounds only one of them has loses resolution but never invents data.
-pub fn align(candidate: &Histogram, baseline: &Histogram) -> (Vec<f64>, Vec<f64>) {
+pub fn align(candidate: &Histogram, baseline: &Histogram) -> Aligned {
     let shared: Vec<f64> = candidate
         .buckets()
         .iter()
@@ -221,7 +221,35 @@ pub fn align(candidate: &Histogram, baseline: &Histogram) -> (Vec<f64>, Vec<f64>
             })
             .collect::<Vec<f64>>()
     };
-    (per_bin(candidate), per_bin(baseline))
+    Aligned {
+        candidate: per_bin(candidate),
+        baseline: per_bin(baseline),
+        bounds: shared,
+    }
+}
+
+/// Two histograms on their shared bounds: `candidate[k]` and `baseline[k]`
+/// observations in the bin ending at `bounds[k]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aligned {
+    pub bounds: Vec<f64>,
+    pub candidate: Vec<f64>,
+    pub baseline: Vec<f64>,
+}
+
+impl Aligned {
+    /// Observations of each side above `bound` (a shared bound).
+    pub fn above(&self, bound: f64) -> (f64, f64) {
+        let sum = |counts: &[f64]| -> f64 {
+            self.bounds
+                .iter()
+                .zip(counts)
+                .filter(|(b, _)| **b > bound)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        (sum(&self.candidate), sum(&self.baseline))
+    }
 }
 
 #[cfg(test)]
@@ -373,8 +401,11 @@ mod tests {
         };
         let a = h(&[(1.0, 2.0), (5.0, 6.0), (10.0, 9.0), (f64::INFINITY, 10.0)]);
         let b = h(&[(1.0, 1.0), (10.0, 3.0), (f64::INFINITY, 4.0)]);
-        let (x, y) = align(&a, &b);
-        assert_eq!(x, vec![2.0, 7.0, 1.0]);
-        assert_eq!(y, vec![1.0, 2.0, 1.0]);
+        let aligned = align(&a, &b);
+        assert_eq!(aligned.bounds, vec![1.0, 10.0, f64::INFINITY]);
+        assert_eq!(aligned.candidate, vec![2.0, 7.0, 1.0]);
+        assert_eq!(aligned.baseline, vec![1.0, 2.0, 1.0]);
+        assert_eq!(aligned.above(1.0), (8.0, 3.0));
+        assert_eq!(aligned.above(10.0), (1.0, 1.0));
     }
 }
