@@ -248,10 +248,9 @@ pub fn page(report: &Report) -> String {
     let _ = writeln!(out, "<style>{STYLE}</style>\n</head>\n<body>");
     let _ = writeln!(
         out,
-        "<h1>Experiment report</h1>\n<p>Prometheus {}, window {} s ending at {:.0} (Unix).</p>",
+        "<h1>Experiment report</h1>\n<p>Prometheus {}, {}.</p>",
         escape(&report.prometheus),
-        report.window.seconds,
-        report.window.end
+        escape(&render::window_text(report)),
     );
     let _ = writeln!(
         out,

@@ -36,6 +36,8 @@ pub enum ReportError {
     },
     #[error("unexpected answer to {query:?}: {detail}")]
     BadResponse { query: String, detail: String },
+    #[error("cannot encode the report as JSON")]
+    Encode(#[source] serde_json::Error),
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,

@@ -1,6 +1,8 @@
 //! Terminal tables, Markdown and JSON. Tables and Markdown share one layout,
 //! drawn by comfy-table with different presets.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use comfy_table::{Cell, CellAlignment, Table, TableStyle, presets};
 
 use super::ReportError;
@@ -227,10 +229,22 @@ fn verdict_line(report: &Report) -> String {
     )
 }
 
+/// "window 30m ending 2026-11-26T07:00:00Z".
+pub fn window_text(report: &Report) -> String {
+    let window = Duration::from_secs_f64(report.window.seconds.max(0.0));
+    let end = UNIX_EPOCH + Duration::from_secs_f64(report.window.end.max(0.0));
+    format!(
+        "window {} ending {}",
+        humantime::format_duration(window),
+        humantime::format_rfc3339_seconds(end)
+    )
+}
+
 fn window_line(report: &Report) -> String {
     format!(
-        "Prometheus {}, window {}s ending at {:.0} (Unix). `~`: interpolated inside a bucket.",
-        report.prometheus, report.window.seconds, report.window.end
+        "Prometheus {}, {}. `~`: interpolated inside a bucket.",
+        report.prometheus,
+        window_text(report)
     )
 }
 
@@ -271,11 +285,7 @@ pub fn markdown(report: &Report) -> String {
 }
 
 pub fn json(report: &Report) -> Result<String, ReportError> {
-    let mut text =
-        serde_json::to_string_pretty(report).map_err(|err| ReportError::BadResponse {
-            query: String::new(),
-            detail: format!("cannot encode the report as JSON: {err}"),
-        })?;
+    let mut text = serde_json::to_string_pretty(report).map_err(ReportError::Encode)?;
     text.push('\n');
     Ok(text)
 }
@@ -298,6 +308,10 @@ mod tests {
     #[test]
     fn table_shows_counts_shares_and_verdict() {
         let text = table(&report(10.0));
+        assert!(
+            text.contains("window 10m ending 1970-01-01T00:10:00Z"),
+            "{text}"
+        );
         assert!(text.contains("Traffic per version"));
         assert!(text.contains("90.00%"), "{text}");
         assert!(text.contains("10.00% vs 0.00%"), "{text}");
