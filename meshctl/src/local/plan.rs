@@ -778,6 +778,27 @@ fn workload(t: &mut Translator, object: &Object) -> Result<Option<Workload>, Pla
             format!("{replicas} replicas run as one local process"),
         );
     }
+    for key in spec.as_object().into_iter().flat_map(|m| m.keys()) {
+        if !["replicas", "selector", "template"].contains(&key.as_str()) {
+            t.unsupported(
+                object,
+                format!("spec.{key}"),
+                "rollout settings have no local effect",
+            );
+        }
+    }
+    let template_metadata = spec
+        .pointer("/template/metadata")
+        .and_then(Value::as_object);
+    for key in template_metadata.into_iter().flat_map(|m| m.keys()) {
+        if !["labels", "annotations"].contains(&key.as_str()) {
+            t.unknown(
+                object,
+                "spec.template.metadata",
+                &BTreeMap::from([(key.clone(), Value::Null)]),
+            );
+        }
+    }
     let annotations = spec
         .pointer("/template/metadata/annotations")
         .and_then(Value::as_object)
