@@ -531,29 +531,39 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut state = State::new(&run_dir, prepared.urls.clone(), &prepared.plan.findings);
     let mut components: Vec<Component> = Vec::new();
-    let mut all = prepared.specs;
-    all.extend(prepared.prometheus);
-    for (spec, component_state) in all {
+    let mut pending = prepared.specs;
+    pending.extend(prepared.prometheus);
+    // In dependency order, each phase started at once: services, sidecars,
+    // gateway, Prometheus.
+    for kind in ["model-service", "sidecar", "gateway", "prometheus"] {
+        let (phase, rest): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, s)| s.kind == kind);
+        pending = rest;
+        let first = components.len();
+        for (spec, mut component_state) in phase {
+            supervisor::fresh_log(&spec.log)?;
+            let mut component = Component::new(spec);
+            component.start()?;
+            component_state.pid = component.pid();
+            components.push(component);
+            state.components.push(component_state);
+        }
+        for (component, component_state) in components[first..]
+            .iter_mut()
+            .zip(&mut state.components[first..])
+        {
+            if let Err(err) = component.wait_ready(Duration::from_secs(60), &stop) {
+                if component_state.kind != "prometheus" {
+                    return Err(err.into());
+                }
+                eprintln!("warning: {err}; running without Prometheus");
+                component_state.running = false;
+            }
+        }
+        state.write()?;
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        supervisor::fresh_log(&spec.log)?;
-        let mut component = Component::new(spec);
-        component.start()?;
-        let ready = component.wait_ready(Duration::from_secs(60), &stop);
-        let mut component_state = component_state;
-        component_state.pid = component.pid();
-        components.push(component);
-        if let Err(err) = ready {
-            if component_state.kind == "prometheus" {
-                eprintln!("warning: {err}; running without Prometheus");
-                component_state.running = false;
-            } else {
-                return Err(err.into());
-            }
-        }
-        state.components.push(component_state);
-        state.write()?;
     }
     if stop.load(Ordering::Relaxed) {
         return Ok(ExitCode::SUCCESS);
