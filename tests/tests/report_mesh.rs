@@ -322,3 +322,36 @@ fn a_delay_on_a_fifth_of_v2_requests_is_caught_in_the_tail() {
     );
     assert_eq!(code, 4, "{r}");
 }
+
+#[test]
+fn counts_survive_a_restarted_sidecar() {
+    let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let mesh = LocalMesh::start(&EVEN_SPLIT);
+    let before = tally(&send(&mesh, 200, 0));
+    wait_for_scrapes(&mesh, before.total);
+    // A new Envoy: v1's sidecar counters start again from zero.
+    mesh.restart("sidecar-v1");
+    let after = tally(&send(&mesh, 200, 200));
+    let sent = before.total + after.total;
+    wait_for_scrapes(&mesh, sent);
+    let v1_now = mesh
+        .prometheus_query(r#"sum(sms_model_requests_total{version="v1"})"#)
+        .first()
+        .map_or(0.0, |(_, v)| *v);
+    let v1_sent = before.by_version["v1"] + after.by_version["v1"];
+    assert!(
+        v1_now < v1_sent,
+        "the restart did not reset v1's counters ({v1_now})"
+    );
+    let (_, r) = report(&mesh, &[]);
+    let v1 = row(&r, "versions", "version", "v1");
+    assert_eq!(number(&v1["sidecar_requests"]), v1_sent, "{v1}");
+    let timed = r["latency"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|l| l["subject"] == "v1" && l["source"] == "sidecar")
+        })
+        .expect("v1's sidecar latency");
+    assert_eq!(number(&timed["count"]), v1_sent, "{timed}");
+}

@@ -64,9 +64,10 @@ impl MetricNames {
         format!("{}{name}", self.prefix)
     }
 
-    /// Every series the report reads.
+    /// Every series the report reads (Envoy's uptime reveals restarts).
     pub fn all(&self) -> Vec<String> {
         vec![
+            super::prom::UPTIME.to_string(),
             self.filter(Self::SIDECAR_REQUESTS),
             self.filter(Self::SIDECAR_DURATION),
             self.filter(Self::GATEWAY_REQUESTS),

@@ -181,20 +181,59 @@ pub struct Increase {
 
 /// Exact increase of one counter: from `before` (the last value at or before
 /// the window's start; `None` when the series did not exist yet, so it
-/// started from 0 inside the window) through `values`. A drop means the
-/// process restarted and counted again from 0.
-pub fn counter_increase(before: Option<f64>, values: &[f64]) -> f64 {
+/// started from 0 inside the window) through `values` (time, value). A drop
+/// means the process restarted and counted again from 0; so does a restart
+/// of its target seen in `restarts` (the first sample time of each new
+/// process), which catches what a drop cannot: a series that vanished with
+/// the old process and came back, already past its old value, before the
+/// next scrape.
+pub fn counter_increase(before: Option<f64>, values: &[(f64, f64)], restarts: &[f64]) -> f64 {
     let mut previous = before.unwrap_or(0.0);
+    let mut previous_time = f64::NEG_INFINITY;
     let mut total = 0.0;
-    for &value in values {
-        total += if value >= previous {
-            value - previous
-        } else {
+    for &(time, value) in values {
+        let restarted = restarts.iter().any(|r| *r > previous_time && *r <= time);
+        total += if restarted || value < previous {
             value
+        } else {
+            value - previous
         };
         previous = value;
+        previous_time = time;
     }
     total
+}
+
+/// Envoy's uptime gauge, scraped with the filter's counters: it drops when
+/// the proxy restarts, even when a lazily created counter cannot show it.
+pub const UPTIME: &str = "envoy_server_uptime";
+
+/// The scrape target a series came from.
+fn target(labels: &Labels) -> (String, String) {
+    let get = |key: &str| labels.get(key).cloned().unwrap_or_default();
+    (get("job"), get("instance"))
+}
+
+/// Per target, the times of the first sample of each new process (an
+/// uptime lower than the one before it).
+fn restarts(before: &[Sample], during: &[Samples]) -> BTreeMap<(String, String), Vec<f64>> {
+    let mut out: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for series in during
+        .iter()
+        .filter(|s| s.labels.get("__name__").map(String::as_str) == Some(UPTIME))
+    {
+        let mut previous = before
+            .iter()
+            .find(|b| b.labels == series.labels)
+            .map(|b| b.value);
+        for &(time, uptime) in &series.values {
+            if previous.is_some_and(|p| uptime < p) {
+                out.entry(target(&series.labels)).or_default().push(time);
+            }
+            previous = Some(uptime);
+        }
+    }
+    out
 }
 
 /// Separator of Istio's tag encoding (`label=.=value;.;name`) once Envoy's
@@ -228,15 +267,19 @@ pub fn decode_istio_name(name: &str, labels: &mut Labels) -> String {
 /// Joins the samples at the window's start with those inside it, series by
 /// series (the full label set, `__name__` included, is the key).
 pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
+    let restarts = restarts(&before, &during);
     let mut start: BTreeMap<Labels, f64> = before
         .into_iter()
         .map(|sample| (sample.labels, sample.value))
         .collect();
     during
         .into_iter()
+        .filter(|series| series.labels.get("__name__").map(String::as_str) != Some(UPTIME))
         .map(|series| {
-            let values: Vec<f64> = series.values.iter().map(|(_, v)| *v).collect();
-            let value = counter_increase(start.remove(&series.labels), &values);
+            let restarts = restarts
+                .get(&target(&series.labels))
+                .map_or(&[][..], Vec::as_slice);
+            let value = counter_increase(start.remove(&series.labels), &series.values, restarts);
             let mut labels = series.labels;
             let name =
                 decode_istio_name(&labels.remove("__name__").unwrap_or_default(), &mut labels);
@@ -253,23 +296,98 @@ pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
 mod tests {
     use super::*;
 
+    /// Samples one second apart from t = 1.
+    fn timed(values: &[f64]) -> Vec<(f64, f64)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 + 1.0, *v))
+            .collect()
+    }
+
     #[test]
     fn increase_counts_from_the_value_before_the_window() {
-        assert_eq!(counter_increase(Some(10.0), &[12.0, 15.0, 15.0]), 5.0);
-        assert_eq!(counter_increase(Some(10.0), &[]), 0.0);
+        assert_eq!(
+            counter_increase(Some(10.0), &timed(&[12.0, 15.0, 15.0]), &[]),
+            5.0
+        );
+        assert_eq!(counter_increase(Some(10.0), &[], &[]), 0.0);
+    }
+
+    // The old process counts to 93, restarts at t = 3 (the series missing
+    // from that scrape) and shows 93 again at t = 4: no drop is ever seen,
+    // but the uptime says the new process counted those 93, then 7 more.
+    #[test]
+    fn a_restart_without_a_visible_drop_still_counts() {
+        let values = [(1.0, 50.0), (2.0, 93.0), (4.0, 93.0), (5.0, 100.0)];
+        assert_eq!(counter_increase(None, &values, &[]), 100.0, "blind to it");
+        assert_eq!(counter_increase(None, &values, &[3.0]), 93.0 + 100.0);
+        assert_eq!(
+            counter_increase(Some(40.0), &values, &[0.5]),
+            100.0,
+            "before t=1: from 0"
+        );
+    }
+
+    #[test]
+    fn restarts_come_from_uptime_drops_per_target() {
+        let labels = |name: &str, instance: &str| -> Labels {
+            [
+                ("__name__", name),
+                ("job", "sidecar"),
+                ("instance", instance),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let before = vec![
+            Sample {
+                labels: labels(UPTIME, "a"),
+                value: 30.0,
+            },
+            Sample {
+                labels: labels("c_total", "a"),
+                value: 40.0,
+            },
+        ];
+        let during = vec![
+            Samples {
+                labels: labels(UPTIME, "a"),
+                values: vec![(1.0, 31.0), (2.0, 32.0), (3.0, 0.0), (4.0, 1.0)],
+            },
+            Samples {
+                labels: labels("c_total", "a"),
+                values: vec![(1.0, 50.0), (2.0, 93.0), (4.0, 93.0)],
+            },
+            Samples {
+                labels: labels("c_total", "b"),
+                values: vec![(1.0, 5.0), (4.0, 5.0)],
+            },
+        ];
+        let got = increases(before, during);
+        assert_eq!(got.len(), 2, "the uptime gauge is not a counter: {got:?}");
+        assert_eq!(got[0].value, 53.0 + 93.0);
+        assert_eq!(got[1].value, 5.0, "b did not restart");
     }
 
     #[test]
     fn increase_of_a_series_born_in_the_window_starts_at_zero() {
-        assert_eq!(counter_increase(None, &[3.0, 7.0]), 7.0);
+        assert_eq!(counter_increase(None, &timed(&[3.0, 7.0]), &[]), 7.0);
     }
 
     // Prometheus's reset rule: a drop means a restart, and everything counted
     // since the restart is new (10 -> 14, reset, 0 -> 2 -> 5: 4 + 5).
     #[test]
     fn increase_survives_counter_resets() {
-        assert_eq!(counter_increase(Some(10.0), &[14.0, 2.0, 5.0]), 9.0);
-        assert_eq!(counter_increase(Some(10.0), &[0.0, 0.0, 1.0]), 1.0);
+        assert_eq!(
+            counter_increase(Some(10.0), &timed(&[14.0, 2.0, 5.0]), &[]),
+            9.0
+        );
+        assert_eq!(
+            counter_increase(Some(10.0), &timed(&[0.0, 0.0, 1.0]), &[]),
+            1.0
+        );
     }
 
     #[test]
