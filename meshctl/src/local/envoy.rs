@@ -121,9 +121,13 @@ fn wasm_filter(plugin: &PluginPlan, wasm: &Path) -> Option<Value> {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": plugin.configuration,
                 },
-                // FAIL_OPEN: a plugin that cannot start is skipped;
-                // FAIL_CLOSE: requests get a 503 instead.
-                "failure_policy": if plugin.fail_open { "FAIL_OPEN" } else { "FAIL_CLOSED" },
+                // A VM that fails at run time: FAIL_OPEN skips the filter,
+                // FAIL_CLOSE answers 503, FAIL_RELOAD starts a new VM.
+                "failure_policy": match (plugin.fail_open, plugin.reload) {
+                    (true, _) => "FAIL_OPEN",
+                    (false, true) => "FAIL_RELOAD",
+                    (false, false) => "FAIL_CLOSED",
+                },
             },
         },
     }))
@@ -523,6 +527,7 @@ mod tests {
             root_id: String::new(),
             configuration: "{}".into(),
             fail_open: true,
+            reload: false,
             early: true,
             priority: 0,
             refused: false,

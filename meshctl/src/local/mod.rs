@@ -229,6 +229,7 @@ fn write_validated(
                     message
                 },
                 fail_open: plugin.fail_open,
+                reload: plugin.reload,
             });
         }
         if !refused_any {

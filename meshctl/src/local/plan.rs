@@ -40,6 +40,7 @@ pub enum Finding {
         proxy: String,
         message: String,
         fail_open: bool,
+        reload: bool,
     },
 }
 
@@ -59,11 +60,14 @@ impl fmt::Display for Finding {
                 proxy,
                 message,
                 fail_open,
+                reload,
             } => {
-                let outcome = if *fail_open {
-                    "failStrategy FAIL_OPEN: the proxy runs without this filter"
-                } else {
-                    "failStrategy FAIL_CLOSE: the proxy answers 503"
+                let outcome = match (fail_open, reload) {
+                    (true, _) => "failStrategy FAIL_OPEN: the proxy runs without this filter",
+                    (false, true) => {
+                        "failStrategy FAIL_RELOAD: a refused configuration cannot be reloaded, the proxy answers 503"
+                    }
+                    (false, false) => "failStrategy FAIL_CLOSE: the proxy answers 503",
                 };
                 write!(
                     f,
@@ -194,6 +198,9 @@ pub struct PluginPlan {
     /// The `pluginConfig` as JSON text, handed to the filter verbatim.
     pub configuration: String,
     pub fail_open: bool,
+    /// FAIL_RELOAD: a VM that fails at run time is reloaded (a configuration
+    /// refused at load time still fails closed).
+    pub reload: bool,
     /// Runs before the fault filter (Istio's AUTHN/AUTHZ phases) or after it.
     pub early: bool,
     pub priority: i64,
@@ -1263,17 +1270,10 @@ fn wasm_plugin(
     if spec.plugin_type.as_deref().is_some_and(|ty| ty != "HTTP") {
         t.unsupported(object, "spec.type", "only HTTP plugins run locally");
     }
-    let fail_open = match spec.fail_strategy.as_deref() {
-        None | Some("FAIL_CLOSE") => false,
-        Some("FAIL_OPEN") => true,
-        Some("FAIL_RELOAD") => {
-            t.unsupported(
-                object,
-                "spec.failStrategy",
-                "FAIL_RELOAD runs as FAIL_CLOSE locally",
-            );
-            false
-        }
+    let (fail_open, reload) = match spec.fail_strategy.as_deref() {
+        None | Some("FAIL_CLOSE") => (false, false),
+        Some("FAIL_OPEN") => (true, false),
+        Some("FAIL_RELOAD") => (false, true),
         Some(other) => {
             return Err(PlanError::Invalid {
                 object: object.id(),
@@ -1305,6 +1305,7 @@ fn wasm_plugin(
         root_id: spec.plugin_name.clone().unwrap_or_default(),
         configuration,
         fail_open,
+        reload,
         early,
         priority: spec.priority.unwrap_or(0),
         refused: false,
@@ -1413,6 +1414,11 @@ mod tests {
         }
         let closed = plan_of(&edit("failStrategy: FAIL_OPEN", "failStrategy: FAIL_CLOSE"));
         assert!(!closed.gateway.plugins[0].fail_open);
+        let reload = plan_of(&edit(
+            "failStrategy: FAIL_OPEN",
+            "failStrategy: FAIL_RELOAD",
+        ));
+        assert!(reload.gateway.plugins[0].reload && !reload.gateway.plugins[0].fail_open);
     }
 
     #[test]
