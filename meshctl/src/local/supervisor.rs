@@ -96,15 +96,20 @@ impl Component {
             .process_group(0);
         // SAFETY: only async-signal-safe calls (prctl, getppid) run between
         // fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                // If meshctl dies without cleaning up, the kernel kills the child.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                if nix::unistd::getppid() == Pid::from_raw(1) {
-                    return Err(std::io::Error::other("meshctl exited during start"));
-                }
-                Ok(())
-            });
+        #[cfg(target_os = "linux")]
+        {
+            let meshctl = nix::unistd::getpid();
+            unsafe {
+                command.pre_exec(move || {
+                    // If meshctl dies without cleaning up, the kernel kills the child.
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                    // meshctl may have died before the line above ran.
+                    if nix::unistd::getppid() != meshctl {
+                        return Err(std::io::Error::other("meshctl exited during start"));
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = command.spawn().map_err(|source| SuperviseError::Spawn {
             name: spec.name.clone(),
