@@ -18,6 +18,7 @@ BENCH_TARGETS += bench-filter
 # which keeps the filter under the 200 KB budget.
 tools-binaryen: $(WASM_OPT)
 $(WASM_OPT):
+	@command -v npm >/dev/null || scripts/ensure-apt.sh nodejs npm
 	mkdir -p $(TOOLS)/binaryen
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/binaryen binaryen@$(BINARYEN_VERSION)
 	touch $@

@@ -12,7 +12,6 @@
 pub mod assign;
 pub mod config;
 pub mod cookie;
-pub mod headers;
 pub mod logic;
 pub mod metrics;
 
