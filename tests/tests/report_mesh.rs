@@ -1,7 +1,8 @@
 //! `meshctl report` against the local mesh and its real Prometheus: the
-//! report's counts equal the traffic the test sent, Istio faults injected
-//! into v2 by the chart turn into a roll-back, and too little traffic is
-//! "insufficient data".
+//! report's counts equal the traffic the test sent (also across a sidecar
+//! restart), Istio faults injected into v2 by the chart (aborts, a delay on
+//! every request or on a fifth of them) turn into a roll-back, and too little
+//! traffic is "insufficient data".
 
 use std::collections::BTreeMap;
 use std::process::Command;
