@@ -1034,17 +1034,12 @@ fn http_route(
             percent(mirror.percentage, 100.0),
         ));
     }
-    let duration = |t: &mut Translator,
-                    field: String,
-                    text: &Option<String>|
-     -> Result<Option<Duration>, PlanError> {
-        let _ = t;
+    let duration = |field: String, text: &Option<String>| -> Result<Option<Duration>, PlanError> {
         text.as_deref()
             .map(|s| parse_duration(s).ok_or_else(|| bad(field, "not a duration (e.g. 5s, 250ms)")))
             .transpose()
     };
-    let timeout =
-        duration(t, format!("{prefix}.timeout"), &route.timeout)?.unwrap_or(Duration::ZERO);
+    let timeout = duration(format!("{prefix}.timeout"), &route.timeout)?.unwrap_or(Duration::ZERO);
     // Without `retries`, istiod applies its default retry policy.
     let retries = match &route.retries {
         None => Some(RetryPlan {
@@ -1056,7 +1051,6 @@ fn http_route(
         Some(r) => {
             t.unknown(object, &format!("{prefix}.retries"), &r.extra);
             let per_try_timeout = duration(
-                t,
                 format!("{prefix}.retries.perTryTimeout"),
                 &r.per_try_timeout,
             )?;
@@ -1078,12 +1072,11 @@ fn http_route(
                 None => None,
                 Some(d) => {
                     t.unknown(object, &format!("{prefix}.fault.delay"), &d.extra);
-                    let fixed = duration(
-                        t,
-                        format!("{prefix}.fault.delay.fixedDelay"),
-                        &d.fixed_delay,
-                    )?
-                    .ok_or_else(|| bad(format!("{prefix}.fault.delay.fixedDelay"), "required"))?;
+                    let fixed =
+                        duration(format!("{prefix}.fault.delay.fixedDelay"), &d.fixed_delay)?
+                            .ok_or_else(|| {
+                                bad(format!("{prefix}.fault.delay.fixedDelay"), "required")
+                            })?;
                     let pct = d
                         .percentage
                         .map(|p| p.value)
