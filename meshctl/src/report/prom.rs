@@ -208,6 +208,9 @@ pub fn counter_increase(before: Option<f64>, values: &[(f64, f64)], restarts: &[
 /// the proxy restarts, even when a lazily created counter cannot show it.
 pub const UPTIME: &str = "envoy_server_uptime";
 
+/// The model-service's metrics, which live in the app, not the proxy.
+const SERVICE_PREFIX: &str = "model_";
+
 /// The scrape target a series came from.
 fn target(labels: &Labels) -> (String, String) {
     let get = |key: &str| labels.get(key).cloned().unwrap_or_default();
@@ -276,13 +279,20 @@ pub fn increases(before: Vec<Sample>, during: Vec<Samples>) -> Vec<Increase> {
         .into_iter()
         .filter(|series| series.labels.get("__name__").map(String::as_str) != Some(UPTIME))
         .map(|series| {
-            let restarts = restarts
-                .get(&target(&series.labels))
-                .map_or(&[][..], Vec::as_slice);
-            let value = counter_increase(start.remove(&series.labels), &series.values, restarts);
-            let mut labels = series.labels;
+            let mut labels = series.labels.clone();
             let name =
                 decode_istio_name(&labels.remove("__name__").unwrap_or_default(), &mut labels);
+            // Envoy's uptime speaks for Envoy's own counters only: with
+            // Istio's metrics merging the app shares the proxy's target, and
+            // a proxy restart does not reset the app's counters.
+            let restarts = if name.starts_with(SERVICE_PREFIX) {
+                &[][..]
+            } else {
+                restarts
+                    .get(&target(&series.labels))
+                    .map_or(&[][..], Vec::as_slice)
+            };
+            let value = counter_increase(start.remove(&series.labels), &series.values, restarts);
             Increase {
                 name,
                 labels,
@@ -364,11 +374,17 @@ mod tests {
                 labels: labels("c_total", "b"),
                 values: vec![(1.0, 5.0), (4.0, 5.0)],
             },
+            // The app behind the same (merged) target kept running.
+            Samples {
+                labels: labels("model_predictions_total", "a"),
+                values: vec![(1.0, 7.0), (4.0, 9.0)],
+            },
         ];
         let got = increases(before, during);
-        assert_eq!(got.len(), 2, "the uptime gauge is not a counter: {got:?}");
+        assert_eq!(got.len(), 3, "the uptime gauge is not a counter: {got:?}");
         assert_eq!(got[0].value, 53.0 + 93.0);
         assert_eq!(got[1].value, 5.0, "b did not restart");
+        assert_eq!(got[2].value, 9.0, "the app's counter kept counting");
     }
 
     #[test]
