@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// closing the listener; give Kubernetes time to remove the endpoint.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 0.0)]
     pub drain_seconds: f64,
+    /// Worker threads of the runtime (0: one per CPU).
+    #[arg(long, env = "SERVER_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Log format on stdout; the level comes from `RUST_LOG` (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

@@ -62,7 +62,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         "model loaded"
     );
     let state = AppState::new(model).map_err(|e| format!("metrics registry: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        builder.worker_threads(args.threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
