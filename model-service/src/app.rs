@@ -17,6 +17,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
+use crate::error::LoggedError;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::routes;
@@ -132,7 +133,20 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     if status.is_success() {
         tracing::debug!(request_id, %method, route, status = status.as_u16(), micros, "request");
     } else {
-        tracing::info!(request_id, %method, route, status = status.as_u16(), micros, "request");
+        let (error, detail) = response
+            .extensions()
+            .get::<LoggedError>()
+            .map_or(("", ""), |e| (e.code, e.message.as_str()));
+        tracing::info!(
+            request_id,
+            %method,
+            route,
+            status = status.as_u16(),
+            micros,
+            error,
+            detail,
+            "request"
+        );
     }
     response
 }

@@ -71,6 +71,13 @@ impl ApiError {
     }
 }
 
+/// Rides on an error response so the request log can say what went wrong.
+#[derive(Debug, Clone)]
+pub struct LoggedError {
+    pub code: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -79,6 +86,12 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             status: status.as_u16(),
         };
-        (status, Json(body)).into_response()
+        let logged = LoggedError {
+            code: body.error,
+            message: body.message.clone(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(logged);
+        response
     }
 }

@@ -241,4 +241,13 @@ fn request_logs_carry_the_request_id() {
     assert_eq!(event["request_id"], "trace-me-42");
     assert_eq!(event["status"], 400);
     assert_eq!(event["route"], "/predict");
+    assert_eq!(event["error"], "invalid_field");
+    assert_eq!(event["message"], "request");
+    assert!(
+        event["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected a string"),
+        "{line}"
+    );
 }
