@@ -135,6 +135,41 @@ async fn sms_page_shows_verdict_version_and_cohort() {
     assert_eq!(version, "v2");
     assert_eq!(cohort, "canary");
 
+    // A blank message passes the form's `required` check; the service's
+    // 422 message is shown and the previous verdict hidden.
+    let field = page.find_element("#sms").await.unwrap();
+    page.evaluate("document.getElementById('sms').value = ''")
+        .await
+        .unwrap();
+    field.click().await.unwrap();
+    field.type_str("   ").await.unwrap();
+    page.find_element("#check")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let error = text_of(&page, "#error").await;
+        if !error.is_empty() {
+            break error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error shown for a blank message"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("empty or only whitespace"), "{error}");
+    let hidden = page
+        .evaluate("document.getElementById('outcome').hidden")
+        .await
+        .unwrap()
+        .into_value::<bool>()
+        .unwrap();
+    assert!(hidden, "the previous verdict is still shown");
+
     browser.close().await.unwrap();
     let _ = browser.wait().await;
     let _ = stop.send(());
