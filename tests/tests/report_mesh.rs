@@ -86,33 +86,75 @@ fn prometheus_sum(mesh: &LocalMesh, name: &str) -> f64 {
         .map_or(0.0, |(_, v)| *v)
 }
 
-/// Waits until Prometheus holds every request the gateway answered, and the
-/// proxies have flushed their histograms.
-fn wait_for_scrapes(mesh: &LocalMesh, sent: f64) {
-    let names = [
-        "sms_cohort_requests_total",
-        "sms_cohort_request_duration_milliseconds_count",
-        "sms_model_requests_total",
-        "sms_model_request_duration_milliseconds_count",
-    ];
+/// What Prometheus should hold once every proxy's latest counts are
+/// scraped: the gateway's requests, and each version's sidecar count (the
+/// shadow sees every answered live request).
+struct Expected {
+    gateway: f64,
+    versions: Vec<(&'static str, f64)>,
+}
+
+fn expected(tallies: &[&Tally]) -> Expected {
+    let answered = |v: &str| -> f64 {
+        tallies
+            .iter()
+            .map(|t| t.by_version.get(v).copied().unwrap_or(0.0))
+            .sum()
+    };
+    Expected {
+        gateway: tallies.iter().map(|t| t.total).sum(),
+        versions: vec![
+            ("v1", answered("v1")),
+            ("v2", answered("v2")),
+            ("v3", answered("v1") + answered("v2")),
+        ],
+    }
+}
+
+fn prometheus_value(mesh: &LocalMesh, query: &str) -> f64 {
+    mesh.prometheus_query(query)
+        .first()
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// Waits until Prometheus holds every count and timing of `expected`: a
+/// proxy flushes its histograms every 5 s and the filter its counters every
+/// second, so a sum over all proxies can look complete while one is behind.
+fn wait_for_scrapes(mesh: &LocalMesh, expected: &Expected) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let [gateway, gateway_timed, sidecar, sidecar_timed] =
-            names.map(|name| prometheus_sum(mesh, name));
-        if gateway == sent && gateway_timed == sent && sidecar > 0.0 && sidecar_timed == sidecar {
+        let gateway = prometheus_sum(mesh, "sms_cohort_requests_total");
+        let gateway_timed = prometheus_sum(mesh, "sms_cohort_request_duration_milliseconds_count");
+        let versions: Vec<(&str, f64, f64, f64)> = expected
+            .versions
+            .iter()
+            .map(|(v, n)| {
+                let selector = format!(r#"{{version="{v}"}}"#);
+                (
+                    *v,
+                    *n,
+                    prometheus_value(mesh, &format!("sum(sms_model_requests_total{selector})")),
+                    prometheus_value(
+                        mesh,
+                        &format!("sum(sms_model_request_duration_milliseconds_count{selector})"),
+                    ),
+                )
+            })
+            .collect();
+        let complete = gateway == expected.gateway
+            && gateway_timed == expected.gateway
+            && versions
+                .iter()
+                .all(|(_, n, counted, timed)| counted == n && timed == n);
+        if complete {
             return;
         }
         if Instant::now() >= deadline {
-            let timings: Vec<String> = mesh
-                .proxy_stats("gateway")
-                .lines()
-                .filter(|l| l.contains("duration") && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect();
             panic!(
-                "Prometheus still lacks the traffic after 60 s: sent {sent}; gateway {gateway} \
-                 requests, {gateway_timed} timed; sidecars {sidecar} requests, {sidecar_timed} \
-                 timed. The gateway's timings: {timings:#?}"
+                "Prometheus still lacks the traffic after 60 s: gateway {gateway} of {} \
+                 requests, {gateway_timed} timed; per version (expected, counted, timed): \
+                 {versions:?}",
+                expected.gateway
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -171,7 +213,7 @@ fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
     let mesh = LocalMesh::start(&EVEN_SPLIT);
 
     let first = tally(&send(&mesh, 30, 0));
-    wait_for_scrapes(&mesh, 30.0);
+    wait_for_scrapes(&mesh, &expected(&[&first]));
     let (code, r) = report(&mesh, &[]);
     assert_eq!(
         (code, r["verdict"].as_str()),
@@ -188,7 +230,7 @@ fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
 
     let second = tally(&send(&mesh, 570, 30));
     let sent = first.total + second.total;
-    wait_for_scrapes(&mesh, sent);
+    wait_for_scrapes(&mesh, &expected(&[&first, &second]));
     let (code, r) = report(&mesh, &[]);
     assert_ne!(code, 4, "no fault, yet roll back: {r}");
     assert_ne!(r["verdict"], "roll_back");
@@ -232,7 +274,7 @@ fn ten_percent_aborts_on_v2_roll_back_with_the_error_rates() {
     ]);
     let mesh = LocalMesh::start(&sets);
     let sent = tally(&send(&mesh, 600, 0));
-    wait_for_scrapes(&mesh, sent.total);
+    wait_for_scrapes(&mesh, &expected(&[&sent]));
     let (code, r) = report(&mesh, &[]);
     assert_eq!((code, r["verdict"].as_str()), (4, Some("roll_back")), "{r}");
     let errors = check(&r, "error_rate");
@@ -273,7 +315,7 @@ fn a_fixed_delay_on_v2_is_flagged_by_the_latency_comparison() {
     let mesh = LocalMesh::start(&sets);
     let sent = tally(&send(&mesh, 400, 0));
     assert_eq!(sent.unavailable, 0.0);
-    wait_for_scrapes(&mesh, sent.total);
+    wait_for_scrapes(&mesh, &expected(&[&sent]));
     let (code, r) = report(&mesh, &[]);
     let latency = check(&r, "latency");
     assert_eq!(
@@ -308,7 +350,7 @@ fn a_delay_on_a_fifth_of_v2_requests_is_caught_in_the_tail() {
     ]);
     let mesh = LocalMesh::start(&sets);
     let sent = tally(&send(&mesh, 400, 0));
-    wait_for_scrapes(&mesh, sent.total);
+    wait_for_scrapes(&mesh, &expected(&[&sent]));
     let (code, r) = report(&mesh, &[]);
     let latency = check(&r, "latency");
     assert_eq!(latency["outcome"], "roll_back", "{latency}");
@@ -329,12 +371,14 @@ fn counts_survive_a_restarted_sidecar() {
     let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
     let mesh = LocalMesh::start(&EVEN_SPLIT);
     let before = tally(&send(&mesh, 200, 0));
-    wait_for_scrapes(&mesh, before.total);
+    wait_for_scrapes(&mesh, &expected(&[&before]));
     // A new Envoy: v1's sidecar counters start again from zero.
     mesh.restart("sidecar-v1");
     let after = tally(&send(&mesh, 200, 200));
-    let sent = before.total + after.total;
-    wait_for_scrapes(&mesh, sent);
+    // Prometheus now holds v1's new process's count only.
+    let mut now = expected(&[&before, &after]);
+    now.versions[0].1 = after.by_version["v1"];
+    wait_for_scrapes(&mesh, &now);
     let v1_now = mesh
         .prometheus_query(r#"sum(sms_model_requests_total{version="v1"})"#)
         .first()
@@ -346,7 +390,32 @@ fn counts_survive_a_restarted_sidecar() {
     );
     let (_, r) = report(&mesh, &[]);
     let v1 = row(&r, "versions", "version", "v1");
-    assert_eq!(number(&v1["sidecar_requests"]), v1_sent, "{v1}");
+    let admin = mesh
+        .component("sidecar-v1")
+        .admin_port
+        .expect("an admin port");
+    let samples = |query: &str| -> Vec<String> {
+        let url = format!("{}/api/v1/query", mesh.prometheus_url());
+        let body = mesh
+            .client()
+            .get(&url)
+            .query("query", query)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default();
+        vec![format!("{query}: {body}")]
+    };
+    let history = [
+        samples(&format!(
+            r#"envoy_server_uptime{{instance="127.0.0.1:{admin}"}}[10m]"#
+        )),
+        samples(r#"sum by (prediction) (sms_model_requests_total{version="v1"})[10m:1s]"#),
+    ];
+    assert_eq!(
+        number(&v1["sidecar_requests"]),
+        v1_sent,
+        "{v1}\nPrometheus history: {history:#?}"
+    );
     let timed = r["latency"]
         .as_array()
         .and_then(|rows| {

@@ -217,23 +217,35 @@ fn target(labels: &Labels) -> (String, String) {
     (get("job"), get("instance"))
 }
 
-/// Per target, the times of the first sample of each new process (an
-/// uptime lower than the one before it).
+/// How far the start time derived from Envoy's uptime (sample time minus
+/// uptime) may drift within one process: the gauge is only refreshed at each
+/// stats flush (5 s by default).
+const START_DRIFT_SECONDS: f64 = 15.0;
+
+/// Per target, the times of the first sample of each new process: its
+/// uptime is lower than the one before, or (when the new process was already
+/// past a flush at its first scrape) it started well after the old one.
 fn restarts(before: &[Sample], during: &[Samples]) -> BTreeMap<(String, String), Vec<f64>> {
     let mut out: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for series in during
         .iter()
         .filter(|s| s.labels.get("__name__").map(String::as_str) == Some(UPTIME))
     {
-        let mut previous = before
+        // The sample before the window has no timestamp here: drops only.
+        let mut previous_uptime = before
             .iter()
             .find(|b| b.labels == series.labels)
             .map(|b| b.value);
+        let mut previous_start: Option<f64> = None;
         for &(time, uptime) in &series.values {
-            if previous.is_some_and(|p| uptime < p) {
+            let start = time - uptime;
+            let dropped = previous_uptime.is_some_and(|p| uptime < p);
+            let started_later = previous_start.is_some_and(|p| start > p + START_DRIFT_SECONDS);
+            if dropped || started_later {
                 out.entry(target(&series.labels)).or_default().push(time);
             }
-            previous = Some(uptime);
+            previous_uptime = Some(uptime);
+            previous_start = Some(start);
         }
     }
     out
@@ -380,11 +392,35 @@ mod tests {
                 values: vec![(1.0, 7.0), (4.0, 9.0)],
             },
         ];
-        let got = increases(before, during);
+        let got = increases(before.clone(), during.clone());
         assert_eq!(got.len(), 3, "the uptime gauge is not a counter: {got:?}");
         assert_eq!(got[0].value, 53.0 + 93.0);
         assert_eq!(got[1].value, 5.0, "b did not restart");
         assert_eq!(got[2].value, 9.0, "the app's counter kept counting");
+    }
+
+    // An old proxy started at t = -100 is last seen at t = 2 (uptime 102);
+    // the next sample, at t = 200, shows uptime 180: higher, so no drop, but
+    // that process started at t = 20, long after the old one.
+    #[test]
+    fn restarts_also_come_from_a_later_start_time() {
+        let uptime: Labels = [("__name__", UPTIME), ("instance", "a")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let during = vec![Samples {
+            labels: uptime.clone(),
+            // Start times: 1 - 101 = -100, 2 - 102 = -100, 200 - 180 = 20.
+            values: vec![(1.0, 101.0), (2.0, 102.0), (200.0, 180.0), (205.0, 180.0)],
+        }];
+        let found = restarts(&[], &during);
+        assert_eq!(found[&(String::new(), "a".to_string())], vec![200.0]);
+        // Within one process the gauge lags by a flush: no restart.
+        let steady = vec![Samples {
+            labels: uptime,
+            values: vec![(1.0, 100.0), (2.0, 100.0), (6.0, 105.0), (7.0, 105.0)],
+        }];
+        assert!(restarts(&[], &steady).is_empty());
     }
 
     #[test]
