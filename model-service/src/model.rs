@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::{FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature, term_chars};
+use crate::text::{
+    FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature_id, term_chars,
+};
 
 /// The artifact layout this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -424,8 +426,8 @@ impl Model {
         let score = match &self.scorer {
             Scorer::NaiveBayes { bias, log_odds } => {
                 let mut score = *bias;
-                for_each_feature(text, FeatureSet::WORDS, |kind, chars| {
-                    if let Some(odds) = log_odds.get(&feature_id(kind, chars)) {
+                for_each_feature_id(text, FeatureSet::WORDS, |id| {
+                    if let Some(odds) = log_odds.get(&id) {
                         score += odds;
                     }
                 });
@@ -433,8 +435,8 @@ impl Model {
             }
             Scorer::Linear { set, bias, terms } => {
                 let (mut dot, mut norm) = (0.0f32, 0.0f32);
-                for_each_feature(text, *set, |kind, chars| {
-                    if let Some((idf, weighted)) = terms.get(&feature_id(kind, chars)) {
+                for_each_feature_id(text, *set, |id| {
+                    if let Some((idf, weighted)) = terms.get(&id) {
                         dot += weighted;
                         norm += idf * idf;
                     }

@@ -40,9 +40,67 @@ fn is_symbol_word(c: char) -> bool {
     matches!(c, '£' | '$' | '€')
 }
 
+/// Where the tokenizer sends features.
+trait Sink {
+    fn feature(&mut self, kind: Kind, chars: &[char]);
+
+    /// Every n-gram of `padded` with `n` in `lo..=hi`, by start then `n`.
+    fn char_grams(&mut self, padded: &[char], lo: usize, hi: usize) {
+        for start in 0..padded.len() {
+            for n in lo..=hi {
+                if start + n > padded.len() {
+                    break;
+                }
+                self.feature(Kind::CharGram, &padded[start..start + n]);
+            }
+        }
+    }
+}
+
+/// Features as characters (training needs their text).
+struct CharSink<F>(F);
+
+impl<F: FnMut(Kind, &[char])> Sink for CharSink<F> {
+    fn feature(&mut self, kind: Kind, chars: &[char]) {
+        (self.0)(kind, chars);
+    }
+}
+
+/// Features as ids (prediction). The n-grams starting at one position share
+/// their prefix, so one running hash serves all their lengths.
+struct IdSink<F>(F);
+
+impl<F: FnMut(u64)> Sink for IdSink<F> {
+    fn feature(&mut self, kind: Kind, chars: &[char]) {
+        (self.0)(feature_id(kind, chars));
+    }
+
+    fn char_grams(&mut self, padded: &[char], lo: usize, hi: usize) {
+        for start in 0..padded.len() {
+            let mut hash = fnv_start(Kind::CharGram);
+            for (i, &c) in padded[start..].iter().take(hi).enumerate() {
+                hash = fnv_step(hash, c);
+                if i + 1 >= lo {
+                    (self.0)(mix64(hash));
+                }
+            }
+        }
+    }
+}
+
 /// Calls `emit` with each feature of `text`, as its kind and its lowercase
 /// characters. Words are maximal runs of alphanumeric characters.
-pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, &[char])) {
+pub fn for_each_feature(text: &str, set: FeatureSet, emit: impl FnMut(Kind, &[char])) {
+    walk(text, set, &mut CharSink(emit));
+}
+
+/// Calls `emit` with the id ([`feature_id`]) of each feature of `text`, in
+/// the order of [`for_each_feature`], hashing each character once per length.
+pub fn for_each_feature_id(text: &str, set: FeatureSet, emit: impl FnMut(u64)) {
+    walk(text, set, &mut IdSink(emit));
+}
+
+fn walk(text: &str, set: FeatureSet, sink: &mut impl Sink) {
     let mut word = ['\0'; MAX_WORD_CHARS];
     let mut len = 0usize;
     let mut prev = ['\0'; MAX_WORD_CHARS];
@@ -73,7 +131,7 @@ pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, 
             _ => {}
         }
         if len > 0 {
-            emit_word(&word[..len], &prev[..prev_len], set, &mut emit);
+            emit_word(&word[..len], &prev[..prev_len], set, sink);
             prev[..len].copy_from_slice(&word[..len]);
             prev_len = len;
             len = 0;
@@ -81,7 +139,7 @@ pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, 
         match next {
             Some(c) if is_symbol_word(c) => {
                 let symbol = [c];
-                emit_word(&symbol, &prev[..prev_len], set, &mut emit);
+                emit_word(&symbol, &prev[..prev_len], set, sink);
                 prev[0] = c;
                 prev_len = 1;
             }
@@ -91,29 +149,21 @@ pub fn for_each_feature(text: &str, set: FeatureSet, mut emit: impl FnMut(Kind, 
     }
 }
 
-fn emit_word(word: &[char], prev: &[char], set: FeatureSet, emit: &mut impl FnMut(Kind, &[char])) {
+fn emit_word(word: &[char], prev: &[char], set: FeatureSet, sink: &mut impl Sink) {
     if set.words {
-        emit(Kind::Word, word);
+        sink.feature(Kind::Word, word);
     }
     if set.bigrams && !prev.is_empty() {
         let mut pair = ['\0'; 2 * MAX_WORD_CHARS + 1];
         pair[..prev.len()].copy_from_slice(prev);
         pair[prev.len()] = ' ';
         pair[prev.len() + 1..prev.len() + 1 + word.len()].copy_from_slice(word);
-        emit(Kind::Bigram, &pair[..prev.len() + 1 + word.len()]);
+        sink.feature(Kind::Bigram, &pair[..prev.len() + 1 + word.len()]);
     }
     if let Some((lo, hi)) = set.char_grams {
         let mut padded = [' '; MAX_WORD_CHARS + 2];
         padded[1..=word.len()].copy_from_slice(word);
-        let padded = &padded[..word.len() + 2];
-        for start in 0..padded.len() {
-            for n in lo..=hi {
-                if start + n > padded.len() {
-                    break;
-                }
-                emit(Kind::CharGram, &padded[start..start + n]);
-            }
-        }
+        sink.char_grams(&padded[..word.len() + 2], lo, hi);
     }
 }
 
@@ -144,13 +194,22 @@ pub fn for_each_byte_word(text: &str, mut emit: impl FnMut(u64)) {
 /// A 64-bit id for a feature: FNV-1a over its kind and characters, then a
 /// SplitMix64 finaliser so that the low bits (used as hash buckets) mix well.
 pub fn feature_id(kind: Kind, chars: &[char]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = (OFFSET ^ kind as u64).wrapping_mul(PRIME);
-    for &c in chars {
-        hash = (hash ^ c as u64).wrapping_mul(PRIME);
-    }
-    mix64(hash)
+    mix64(
+        chars
+            .iter()
+            .fold(fnv_start(kind), |hash, &c| fnv_step(hash, c)),
+    )
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv_start(kind: Kind) -> u64 {
+    (FNV_OFFSET ^ kind as u64).wrapping_mul(FNV_PRIME)
+}
+
+fn fnv_step(hash: u64, c: char) -> u64 {
+    (hash ^ c as u64).wrapping_mul(FNV_PRIME)
 }
 
 /// SplitMix64's output function: a cheap bijective bit mixer.
@@ -251,6 +310,41 @@ mod tests {
         assert_eq!(hashes("win £5 now").len(), 3);
         assert_ne!(hashes("£5"), hashes("5"));
         assert!(hashes(" ,.!? ").is_empty());
+    }
+
+    #[test]
+    fn ids_match_the_characters_they_stand_for() {
+        let sets = [
+            FeatureSet::WORDS,
+            FeatureSet {
+                words: true,
+                bigrams: true,
+                char_grams: Some((3, 5)),
+            },
+            FeatureSet {
+                words: false,
+                bigrams: false,
+                char_grams: Some((1, 30)),
+            },
+        ];
+        let texts = [
+            "URGENT! You have WON a £1000 prize, call 09061701461 now",
+            "ok lar... joking wif u oni",
+            "Çà et là, ÉTÉ ﬁn İstanbul",
+            &"x".repeat(40),
+            "",
+        ];
+        for set in sets {
+            for text in texts {
+                let mut from_chars = Vec::new();
+                for_each_feature(text, set, |kind, chars| {
+                    from_chars.push(feature_id(kind, chars))
+                });
+                let mut ids = Vec::new();
+                for_each_feature_id(text, set, |id| ids.push(id));
+                assert_eq!(ids, from_chars, "{text:?} {set:?}");
+            }
+        }
     }
 
     #[test]
