@@ -6,7 +6,11 @@ set -euo pipefail
 
 bin=${1:?usage: wrk.sh MODEL_SERVICE_BIN [DURATION]}
 duration=${2:-10}
-threads=${WRK_THREADS:-2}
+# One wrk thread and one service worker: each gets one of the two CPUs, as
+# in the mesh where the client runs elsewhere. Oversubscribing the CPUs
+# measures the scheduler's time slices in the tail, not the service.
+threads=${WRK_THREADS:-1}
+server_threads=${SERVER_THREADS:-1}
 here=$(cd "$(dirname "$0")" && pwd)
 command -v wrk >/dev/null || { echo "error: wrk not found (run \`make tools\`)" >&2; exit 1; }
 
@@ -23,7 +27,7 @@ cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 /
 echo "| version | connections | req/s | p50 | p99 | CPU µs/request | peak RSS |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for version in v1 v2 v3; do
-  MODEL_VERSION=$version SERVER_HOST=127.0.0.1 SERVER_PORT=$port RUST_LOG=warn "$bin" >/dev/null 2>&1 &
+  SERVER_THREADS=$server_threads MODEL_VERSION=$version SERVER_HOST=127.0.0.1 SERVER_PORT=$port RUST_LOG=warn "$bin" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$port/ready" >/dev/null && break
