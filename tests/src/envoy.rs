@@ -16,34 +16,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use crate::filter_wasm;
 use crate::process::Process;
-use crate::{envoy_bin, free_port, wait_for, workspace_root};
-
-/// The filter built by `make wasm`.
-pub fn filter_wasm() -> PathBuf {
-    let path = std::env::var_os("FILTER_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace_root().join("target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm")
-        });
-    assert!(
-        path.exists(),
-        "cohort filter not built at {} (run `make wasm`)",
-        path.display()
-    );
-    path
-}
-
-/// Every tag the filter encodes, as Istio's `extraStatTags` would declare them.
-pub const STAT_TAGS: [&str; 7] = [
-    "cohort",
-    "response_class",
-    "user",
-    "outcome",
-    "version",
-    "prediction",
-    "mirrored",
-];
+use crate::{envoy_bin, free_port, wait_for};
 
 /// Histogram buckets for the filter's millisecond histograms: sub-millisecond
 /// resolution at the low end, where a proxied request usually is.
@@ -102,7 +77,7 @@ impl Bootstrap {
 
     /// The bootstrap as JSON (Envoy reads JSON as YAML).
     pub fn to_json(&self) -> Value {
-        let stats_tags: Vec<Value> = STAT_TAGS
+        let stats_tags: Vec<Value> = sms_checker_filter::metrics::TAG_NAMES
             .iter()
             .map(|tag| json!({"tag_name": tag, "regex": format!(r"({tag}=\.=(.*?);\.;)")}))
             .collect();

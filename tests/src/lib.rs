@@ -1,6 +1,7 @@
 //! Shared support for the end-to-end tests: where the tools and data are,
 //! free loopback ports, and processes that are always stopped.
 
+pub mod browser;
 pub mod chart;
 pub mod envoy;
 pub mod mesh;
@@ -34,8 +35,7 @@ pub fn tool(env_var: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(default));
     assert!(
         path.exists(),
-        "{} not found at {} (set {env_var} or run `make tools`)",
-        default,
+        "{default} not found at {} (set {env_var}, or build it: `make tools`, `make wasm`, ...; see `make help`)",
         path.display()
     );
     path
@@ -47,6 +47,24 @@ pub fn envoy_bin() -> PathBuf {
 
 pub fn helm_bin() -> PathBuf {
     tool("HELM_BIN", ".tools/bin/helm")
+}
+
+/// The cohort filter module (`make wasm`).
+pub fn filter_wasm() -> PathBuf {
+    tool(
+        "FILTER_WASM",
+        "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm",
+    )
+}
+
+/// The model-service binary (release build, `make model-service`).
+pub fn model_service_bin() -> PathBuf {
+    tool("MODEL_SERVICE_BIN", "target/release/model-service")
+}
+
+/// The `meshctl` binary (`make meshctl`).
+pub fn meshctl_bin() -> PathBuf {
+    tool("MESHCTL_BIN", "target/debug/meshctl")
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it, so

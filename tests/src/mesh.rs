@@ -22,25 +22,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::process::Process;
-use crate::{envoy_bin, free_port, helm_bin, tool, wait_for, workspace_root};
-
-/// The `meshctl` binary (`make meshctl`, part of `make test`'s prerequisites).
-pub fn meshctl_bin() -> PathBuf {
-    tool("MESHCTL_BIN", "target/debug/meshctl")
-}
-
-/// The cohort filter module (`make wasm`).
-pub fn filter_wasm() -> PathBuf {
-    tool(
-        "FILTER_WASM",
-        "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm",
-    )
-}
-
-/// The model-service binary (release build, as `make run` uses).
-pub fn model_service_bin() -> PathBuf {
-    tool("MODEL_SERVICE_BIN", "target/release/model-service")
-}
+use crate::{envoy_bin, free_port, helm_bin, wait_for, workspace_root};
+pub use crate::{filter_wasm, meshctl_bin, model_service_bin};
 
 /// How to start a mesh; [`LocalMesh::start`] covers the common case.
 #[derive(Debug, Clone, Default)]

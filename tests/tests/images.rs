@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sms_checker_tests::process::Process;
-use sms_checker_tests::{free_port, wait_for, workspace_root};
+use sms_checker_tests::{filter_wasm, free_port, meshctl_bin, tool, wait_for, workspace_root};
 
 const TAG: &str = "0.1.0-test";
 const NAMESPACE: &str = "sms";
@@ -35,50 +35,16 @@ const PORT: u16 = 8081;
 const MODELS_ENV: &str = "MODELS_DIR=/models";
 const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 
-/// An input built by `make test`'s prerequisites: `$env` or `default` under
-/// the workspace root. Missing means a broken set-up, so fail and say how.
-fn built(env: &str, default: &str, how: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(default));
-    assert!(
-        path.is_file(),
-        "{} not found (set {env} or run `{how}`)",
-        path.display()
-    );
-    path
-}
-
-fn meshctl() -> PathBuf {
-    built("MESHCTL_BIN", "target/debug/meshctl", "make meshctl-debug")
-}
-
-fn filter_wasm() -> PathBuf {
-    built(
-        "FILTER_WASM",
-        "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm",
-        "make wasm",
-    )
-}
-
-fn model_service_bin() -> PathBuf {
-    built(
+/// The static build the image holds (`make model-service-musl`).
+fn model_service_musl_bin() -> PathBuf {
+    tool(
         "MODEL_SERVICE_MUSL_BIN",
         "target/x86_64-unknown-linux-musl/release/model-service",
-        "make model-service-musl",
     )
 }
 
 fn models_dir() -> PathBuf {
     workspace_root().join("model-service/models")
-}
-
-fn tool(path: &str) -> &Path {
-    assert!(
-        Path::new(path).is_file(),
-        "{path} not found (run `make tools`, which installs Debian's skopeo and docker-registry)"
-    );
-    Path::new(path)
 }
 
 fn run(mut command: Command) -> Output {
@@ -113,7 +79,7 @@ impl Inputs {
             models: dir.join("models"),
         };
         fs::copy(filter_wasm(), &inputs.wasm).expect("copy wasm");
-        fs::copy(model_service_bin(), &inputs.binary).expect("copy binary");
+        fs::copy(model_service_musl_bin(), &inputs.binary).expect("copy binary");
         let models = models_dir();
         for (name, bytes) in tree(&models) {
             let path = inputs.models.join(name);
@@ -129,7 +95,7 @@ impl Inputs {
     }
 
     fn build(&self, out: &Path) -> String {
-        let mut command = Command::new(meshctl());
+        let mut command = Command::new(meshctl_bin());
         command
             .args(["image", "build", "--tag", TAG, "--out"])
             .arg(out)
@@ -252,7 +218,7 @@ fn start_registry(work: &Path) -> Registry {
         ),
     )
     .expect("write registry config");
-    let mut command = Command::new(tool(DOCKER_REGISTRY));
+    let mut command = Command::new(tool("DOCKER_REGISTRY_BIN", DOCKER_REGISTRY));
     command.arg("serve").arg(&config);
     let mut process = Process::spawn("docker-registry", command, &work.join("registry.log"));
     let host = format!("127.0.0.1:{port}");
@@ -274,7 +240,7 @@ fn start_registry(work: &Path) -> Registry {
 }
 
 fn skopeo_pull(registry: &Registry, name: &str, into: &Path) -> Pulled {
-    let mut command = Command::new(tool(SKOPEO));
+    let mut command = Command::new(tool("SKOPEO_BIN", SKOPEO));
     command
         .args(["copy", "--quiet", "--src-tls-verify=false"])
         .arg(format!(
@@ -317,7 +283,7 @@ fn images_round_trip_through_a_registry_and_are_reproducible() {
     }
 
     let registry = start_registry(work.path());
-    let mut push = Command::new(meshctl());
+    let mut push = Command::new(meshctl_bin());
     push.args([
         "image",
         "push",
@@ -550,7 +516,7 @@ fn serve_and_predict(binary: &Path, models: &Path, work: &Path) {
 fn build_fails_clearly_without_the_wasm_module() {
     let work = tempfile::tempdir().expect("tempdir");
     let missing = work.path().join("nope.wasm");
-    let output = Command::new(meshctl())
+    let output = Command::new(meshctl_bin())
         .args(["image", "build", "--out"])
         .arg(work.path().join("out"))
         .arg("--filter-wasm")
