@@ -67,7 +67,25 @@ impl LocalMesh {
         })
     }
 
+    /// Starts a mesh with `options`. Ports are picked free but only bound
+    /// later by each process, so another test can take one in between: a
+    /// start that fails on "address already in use" is tried again (three
+    /// times at most); any other failure panics with every component's log.
     pub fn start_with(options: MeshOptions) -> LocalMesh {
+        let mut attempt = 1;
+        loop {
+            match LocalMesh::try_start(&options) {
+                Ok(mesh) => return mesh,
+                Err(failure) if attempt < 3 && failure.contains("ddress already in use") => {
+                    eprintln!("local mesh: a port was taken meanwhile; starting again");
+                    attempt += 1;
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+    }
+
+    fn try_start(options: &MeshOptions) -> Result<LocalMesh, String> {
         let run_dir = tempfile::Builder::new()
             .prefix("local-mesh-")
             .tempdir()
@@ -103,22 +121,24 @@ impl LocalMesh {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = meshctl.try_wait() {
-                panic!(
-                    "meshctl exited ({status}) before the mesh was ready:\n{}",
-                    meshctl.log()
-                );
+                return Err(format!(
+                    "meshctl exited ({status}) before the mesh was ready:\n{}{}",
+                    meshctl.log(),
+                    component_logs(run_dir.path())
+                ));
             }
             if read_state(run_dir.path()).is_some_and(|s| s["ready"] == true) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the local mesh was not ready after 120 s:\n{}",
-                meshctl.log()
+                "the local mesh was not ready after 120 s:\n{}{}",
+                meshctl.log(),
+                component_logs(run_dir.path())
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        LocalMesh { meshctl, run_dir }
+        Ok(LocalMesh { meshctl, run_dir })
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -461,4 +481,29 @@ pub fn parallel<T: Send>(
         .into_iter()
         .map(|slot| slot.into_inner().ok().flatten().expect("every item ran"))
         .collect()
+}
+
+/// The last lines of every component log in `run_dir`, for failure messages.
+fn component_logs(run_dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return String::new();
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    let mut out = String::new();
+    for path in logs {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(15)..];
+        out.push_str(&format!(
+            "\n--- {} (last {} lines)\n{}\n",
+            path.display(),
+            tail.len(),
+            tail.join("\n")
+        ));
+    }
+    out
 }
