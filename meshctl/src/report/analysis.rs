@@ -772,19 +772,30 @@ pub fn error_check(
     } else {
         Verdict::Hold
     };
-    check.detail = format!(
-        "{} vs {}, difference {} ({:.0}% CI {} to {}), p = {:.4}; tolerated increase {}",
+    check.detail = describe_rates(&rates, settings.confidence, "increase", tolerance);
+    check.rates = Some(rates);
+    check
+}
+
+/// One line for a two-proportion comparison: both rates, the difference with
+/// its confidence interval, the p-value, and the tolerance it was judged by.
+fn describe_rates(
+    rates: &stats::RateComparison,
+    confidence: f64,
+    tolerated: &str,
+    tolerance: f64,
+) -> String {
+    format!(
+        "{} vs {}, difference {} ({:.0}% CI {} to {}), p = {:.4}; tolerated {tolerated} {}",
         pct(rates.candidate_rate),
         pct(rates.baseline_rate),
         pct(rates.difference),
-        settings.confidence * 100.0,
+        confidence * 100.0,
         pct(rates.interval.lower),
         pct(rates.interval.upper),
         rates.test.p_two_sided,
         pct(tolerance),
-    );
-    check.rates = Some(rates);
-    check
+    )
 }
 
 /// A guard on the model's behaviour: hold for a human when the spam ratio
@@ -813,17 +824,7 @@ pub fn spam_check(settings: &Settings, candidate: (f64, f64), baseline: (f64, f6
     } else {
         Verdict::Promote
     };
-    check.detail = format!(
-        "{} vs {}, difference {} ({:.0}% CI {} to {}), p = {:.4}; tolerated shift {}",
-        pct(rates.candidate_rate),
-        pct(rates.baseline_rate),
-        pct(rates.difference),
-        settings.confidence * 100.0,
-        pct(rates.interval.lower),
-        pct(rates.interval.upper),
-        rates.test.p_two_sided,
-        pct(tolerance),
-    );
+    check.detail = describe_rates(&rates, settings.confidence, "shift", tolerance);
     check.rates = Some(rates);
     check
 }
