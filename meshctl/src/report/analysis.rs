@@ -406,6 +406,21 @@ pub struct Check {
     pub latency: Option<LatencyComparison>,
 }
 
+impl Check {
+    /// A check that has not been decided yet: insufficient data until the
+    /// comparison says otherwise.
+    fn undecided(metric: Metric, source: Source) -> Check {
+        Check {
+            metric,
+            source,
+            outcome: Verdict::InsufficientData,
+            detail: String::new(),
+            rates: None,
+            latency: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub name: String,
@@ -748,14 +763,7 @@ pub fn error_check(
     baseline: (f64, f64),
     source: Source,
 ) -> Check {
-    let mut check = Check {
-        metric: Metric::ErrorRate,
-        source,
-        outcome: Verdict::InsufficientData,
-        detail: String::new(),
-        rates: None,
-        latency: None,
-    };
+    let mut check = Check::undecided(Metric::ErrorRate, source);
     if let Some(detail) = too_few(settings, candidate.1, baseline.1, "requests") {
         check.detail = detail;
         return check;
@@ -801,14 +809,7 @@ fn describe_rates(
 /// A guard on the model's behaviour: hold for a human when the spam ratio
 /// has shifted by more than the tolerance with confidence; otherwise pass.
 pub fn spam_check(settings: &Settings, candidate: (f64, f64), baseline: (f64, f64)) -> Check {
-    let mut check = Check {
-        metric: Metric::SpamRatio,
-        source: Source::Sidecar,
-        outcome: Verdict::InsufficientData,
-        detail: String::new(),
-        rates: None,
-        latency: None,
-    };
+    let mut check = Check::undecided(Metric::SpamRatio, Source::Sidecar);
     if let Some(detail) = too_few(settings, candidate.1, baseline.1, "predictions") {
         check.detail = detail;
         return check;
@@ -841,14 +842,7 @@ pub fn latency_check(
     baseline: &Histogram,
     source: Source,
 ) -> Check {
-    let mut check = Check {
-        metric: Metric::Latency,
-        source,
-        outcome: Verdict::InsufficientData,
-        detail: String::new(),
-        rates: None,
-        latency: None,
-    };
+    let mut check = Check::undecided(Metric::Latency, source);
     if let Some(detail) = too_few(
         settings,
         candidate.count(),
