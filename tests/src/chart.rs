@@ -68,16 +68,27 @@ pub fn chart_dir() -> PathBuf {
     workspace_root().join("manifests/sms-checker")
 }
 
+/// Runs `command` to completion, capturing its output.
+fn run(command: &mut Command) -> Result<std::process::Output, ChartError> {
+    command.output().map_err(|e| ChartError::Spawn {
+        tool: PathBuf::from(command.get_program()),
+        error: e.to_string(),
+    })
+}
+
+/// stdout then stderr, as one text (validators report on either).
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs helm with `args`; stdout on success.
 pub fn helm(args: &[&str]) -> Result<String, ChartError> {
     let bin = helm_bin();
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .map_err(|e| ChartError::Spawn {
-            tool: bin.clone(),
-            error: e.to_string(),
-        })?;
+    let out = run(Command::new(&bin).args(args))?;
     if !out.status.success() {
         return Err(ChartError::Helm {
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -170,19 +181,10 @@ pub fn kubernetes_validate(objects: &[&Value], version: &str) -> Result<(), Char
         write!(file, "---\n{yaml}").map_err(|e| ChartError::Yaml(e.to_string()))?;
     }
     file.flush().map_err(|e| ChartError::Yaml(e.to_string()))?;
-    let out = Command::new(&bin)
+    let out = run(Command::new(&bin)
         .args(["--strict", "-k", version])
-        .arg(file.path())
-        .output()
-        .map_err(|e| ChartError::Spawn {
-            tool: bin.clone(),
-            error: e.to_string(),
-        })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(file.path()))?;
+    let text = all_output(&out);
     let passed = text.lines().filter(|l| l.contains(" passed for ")).count();
     let problems: Vec<String> = text
         .lines()
@@ -476,20 +478,8 @@ pub fn prometheus_operator_validate(objects: &[&Value]) -> Result<(), ChartError
         &input,
         &serde_json::to_vec(objects).map_err(|e| ChartError::Yaml(e.to_string()))?,
     )?;
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&modules)
-        .arg(&input)
-        .output()
-        .map_err(|e| ChartError::Spawn {
-            tool: PathBuf::from("node"),
-            error: e.to_string(),
-        })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(Command::new("node").arg(&script).arg(&modules).arg(&input))?;
+    let text = all_output(&out);
     let passed = text.lines().filter(|l| l.starts_with("passed ")).count();
     if !out.status.success() || passed != objects.len() {
         return Err(ChartError::Invalid {
