@@ -128,6 +128,11 @@ pub struct GatewayConfig {
     pub cookie: CookieConfig,
     pub response_header: String,
     pub override_: Option<OverrideConfig>,
+    /// Call Envoy's `clear_route_cache` foreign function after setting the
+    /// cohort header. Envoy already clears the route cache when a module on
+    /// Proxy-Wasm ABI 0.2.1 (this one) changes a request header, so the call
+    /// is off by default: it only costs time there.
+    pub clear_route_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +182,7 @@ impl PluginConfig {
                 None => None,
             },
             response_header: root.string("responseHeader")?,
+            clear_route_cache: root.boolean("clearRouteCache")?,
             override_: match root.object("override")? {
                 Some(mut o) => Some(
                     RawOverride {
@@ -371,6 +377,7 @@ struct RawConfig {
     user_id_header: Option<String>,
     cookie: Option<RawCookie>,
     response_header: Option<String>,
+    clear_route_cache: Option<bool>,
     override_: Option<RawOverride>,
     // sidecar
     version: Option<String>,
@@ -454,6 +461,7 @@ impl RawConfig {
                     cookie,
                     response_header,
                     override_,
+                    clear_route_cache: self.clear_route_cache.unwrap_or(false),
                 })
             }
             RoleKind::Sidecar => {
@@ -527,6 +535,7 @@ impl RawConfig {
                     ("userIdHeader", self.user_id_header.is_some()),
                     ("cookie", self.cookie.is_some()),
                     ("responseHeader", self.response_header.is_some()),
+                    ("clearRouteCache", self.clear_route_cache.is_some()),
                     ("override", self.override_.is_some()),
                 ],
                 RoleKind::Gateway,

@@ -46,8 +46,9 @@ struct Shared {
     /// memory and flushing once per tick takes two host calls off every
     /// request; Prometheus scrapes far less often than the flush.
     pending: Vec<Cell<u64>>,
-    /// Cleared after the first `NotFound`, so hosts without the foreign
-    /// function are not asked on every request.
+    /// Set by the gateway's `clearRouteCache`; cleared after the first
+    /// `NotFound`, so hosts without the foreign function are not asked on
+    /// every request.
     clear_route_cache: Cell<bool>,
 }
 
@@ -175,6 +176,10 @@ impl RootContext for Root {
             ),
         );
         let slots = filter.metrics.len();
+        let clear_route_cache = match &filter.role {
+            CompiledRole::Gateway(gateway) => gateway.config.clear_route_cache,
+            CompiledRole::Sidecar(_) => false,
+        };
         // Counts of a previous configuration still belong to its series.
         if let Some(old) = &self.shared {
             old.flush();
@@ -183,7 +188,7 @@ impl RootContext for Root {
             filter,
             metric_ids: (0..slots).map(|_| Cell::new(None)).collect(),
             pending: (0..slots).map(|_| Cell::new(0)).collect(),
-            clear_route_cache: Cell::new(true),
+            clear_route_cache: Cell::new(clear_route_cache),
         }));
         if let Err(status) = hostcalls::set_tick_period(FLUSH_PERIOD) {
             log(

@@ -53,6 +53,7 @@ fn gateway_defaults() {
     assert!(!g.cookie.secure);
     assert_eq!(g.response_header, "x-experiment-cohort");
     assert_eq!(g.override_, None);
+    assert!(!g.clear_route_cache);
 }
 
 #[test]
@@ -61,7 +62,7 @@ fn gateway_full() {
     let config = parse(&gateway(&format!(
         r#","experiment":"exp2","cohortHeader":"X-Cohort","salt":"s1","userIdHeader":"X-User-Id",
         "cookie":{{"name":"uid","maxAgeSeconds":60,"secure":true}},"responseHeader":"x-cohort-echo",
-        "override":{{"tokenSha256":"{sha}"}}"#
+        "clearRouteCache":true,"override":{{"tokenSha256":"{sha}"}}"#
     )))
     .unwrap();
     assert_eq!(config.experiment, "exp2");
@@ -80,6 +81,7 @@ fn gateway_full() {
         ("uid", 60, true)
     );
     assert_eq!(g.response_header, "x-cohort-echo");
+    assert!(g.clear_route_cache);
     let o = g.override_.unwrap();
     assert_eq!(o.header, "x-experiment-override");
     assert_eq!(o.token_header, "x-experiment-override-token");
@@ -225,6 +227,11 @@ fn rejects_fields_of_the_other_role() {
         "gateway",
     );
     rejects(&sidecar(r#","override":{}"#), "override", "gateway");
+    rejects(
+        &sidecar(r#","clearRouteCache":true"#),
+        "clearRouteCache",
+        "gateway",
+    );
 }
 
 #[test]
@@ -421,6 +428,15 @@ fn rejects_override_fields() {
         )),
         "override.tokenHeader",
         "differ",
+    );
+}
+
+#[test]
+fn rejects_a_clear_route_cache_that_is_not_a_boolean() {
+    rejects(
+        &gateway(r#","clearRouteCache":1"#),
+        "clearRouteCache",
+        "true or false",
     );
 }
 

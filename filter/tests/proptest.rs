@@ -23,6 +23,7 @@ fn config_doc() -> impl Strategy<Value = String> {
         Just("salt"),
         Just("userIdHeader"),
         Just("responseHeader"),
+        Just("clearRouteCache"),
         Just("version"),
         Just("predictionHeader"),
         Just("mirrored"),

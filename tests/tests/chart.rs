@@ -334,6 +334,7 @@ fn experiment_values_flow_into_the_filter_config() {
         ("experiment.name", "spam-v2-trial"),
         ("experiment.cohortHeader", "x-cohort"),
         ("experiment.responseHeader", "x-my-cohort"),
+        ("experiment.clearRouteCache", "true"),
         ("experiment.salt", "pepper"),
         ("experiment.userIdHeader", "x-user-id"),
         ("experiment.cookie.name", "uid"),
@@ -353,6 +354,7 @@ fn experiment_values_flow_into_the_filter_config() {
             "salt": "pepper",
             "userIdHeader": "x-user-id",
             "responseHeader": "x-my-cohort",
+            "clearRouteCache": true,
             "cookie": {"name": "uid", "maxAgeSeconds": 3600, "secure": true},
             "override": {
                 "header": "x-experiment-override",
@@ -1114,6 +1116,7 @@ fn filter_accepts_every_rendered_plugin_config() {
             ("experiment.override.tokenSha256", token_sha),
             ("experiment.cookie.secure", "true"),
             ("experiment.salt", "a salt with spaces"),
+            ("experiment.clearRouteCache", "true"),
         ],
     ];
     for sets in cases {

@@ -284,8 +284,22 @@ fn c_ten_thousand_new_users_split_by_the_weights() {
 
 #[test]
 fn d_a_forged_cohort_header_is_overwritten() {
+    forged_cohort_headers_are_overwritten(&override_extra());
+}
+
+/// The same with the explicit `clear_route_cache` foreign-function call on
+/// (Envoy 1.40 has it, and also clears the route cache on its own).
+#[test]
+fn d_a_forged_cohort_header_is_overwritten_with_clear_route_cache() {
+    forged_cohort_headers_are_overwritten(&format!(
+        "{},\"clearRouteCache\":true",
+        override_extra()
+    ));
+}
+
+fn forged_cohort_headers_are_overwritten(extra: &str) {
     let dir = temp_dir();
-    let gw = Gateway::new(&gateway_config(100, 0, &override_extra()));
+    let gw = Gateway::new(&gateway_config(100, 0, extra));
     let _envoy = Envoy::start("gateway", dir.path(), &gw.bootstrap);
     let mut client = Client::new(gw.port);
     for forged in [
