@@ -212,6 +212,7 @@ impl RootContext for Root {
         let shared = self.shared.clone()?;
         Some(Box::new(Stream {
             shared,
+            started: false,
             start_ns: 0,
             cohort: 0,
             new_id: None,
@@ -245,6 +246,8 @@ fn node_version_label() -> Option<String> {
 /// Per-request state.
 struct Stream {
     shared: Rc<Shared>,
+    /// Request headers were seen: the stream is one to count.
+    started: bool,
     start_ns: u64,
     cohort: usize,
     new_id: Option<[u8; NEW_ID_LEN]>,
@@ -303,6 +306,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.started = true;
         self.start_ns = now_ns();
         let shared = Rc::clone(&self.shared);
         let filter = &shared.filter;
@@ -348,8 +352,17 @@ impl HttpContext for Stream {
         }
         Action::Continue
     }
+}
 
-    fn on_log(&mut self) {
+/// A stream is counted when Envoy deletes its context (`proxy_on_delete`,
+/// after the access-log phase, for every stream, answered or reset). The
+/// module exports no `proxy_on_log` (see `WASM_UNUSED_EXPORTS` in
+/// `mk/filter.mk`), which spares Envoy one call into Wasm per request.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
         let ms = elapsed_ms(self.start_ns);
         let shared = &self.shared;
         match shared.filter.role {

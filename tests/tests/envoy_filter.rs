@@ -4,6 +4,8 @@
 //! (d) forged cohort headers are overwritten, (e) metrics reach
 //! `/stats/prometheus` as labelled series, (f) bad configs are refused with
 //! the field named, (g) mirrored copies carry the cohort to the shadow.
+//! Also: the module exports only the callbacks it implements (Envoy calls
+//! every one that is exported).
 //!
 //! Needs `make wasm` (a prerequisite of `make test`) and Envoy from
 //! `make tools`.
@@ -638,4 +640,38 @@ fn g_mirrored_copies_reach_the_shadow_with_the_same_cohort() {
         .filter(|&n| n == total as f64)
     });
     assert_eq!(durations, total as f64);
+}
+
+/// Envoy calls every `proxy_on_*` a module exports, so the build drops the
+/// ones the filter leaves to the SDK's defaults (`WASM_UNUSED_EXPORTS` in
+/// `mk/filter.mk`); metrics are counted on `proxy_on_delete`. A callback the
+/// filter starts to implement must leave that list, or Envoy never calls it.
+#[test]
+fn the_module_exports_only_the_callbacks_it_implements() {
+    let wasm = std::fs::read(filter_wasm()).expect("read the filter .wasm (make wasm)");
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
+        if let wasmparser::Payload::ExportSection(section) = payload.expect("valid .wasm") {
+            for export in section {
+                exports.push(export.expect("export entry").name.to_string());
+            }
+        }
+    }
+    exports.sort();
+    assert_eq!(
+        exports,
+        [
+            "_initialize",
+            "memory",
+            "proxy_abi_version_0_2_1",
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_headers",
+            "proxy_on_response_headers",
+            "proxy_on_tick",
+            "proxy_on_vm_start",
+        ]
+    );
 }
