@@ -4,8 +4,9 @@
 //! (d) forged cohort headers are overwritten, (e) metrics reach
 //! `/stats/prometheus` as labelled series, (f) bad configs are refused with
 //! the field named, (g) mirrored copies carry the cohort to the shadow.
-//! Also: the module exports only the callbacks it implements (Envoy calls
-//! every one that is exported).
+//! Also: a stream reset before any response is still counted, and the
+//! module exports only the callbacks it implements (Envoy calls every one
+//! that is exported).
 //!
 //! Needs `make wasm` (a prerequisite of `make test`) and Envoy from
 //! `make tools`.
@@ -640,6 +641,84 @@ fn g_mirrored_copies_reach_the_shadow_with_the_same_cohort() {
         .filter(|&n| n == total as f64)
     });
     assert_eq!(durations, total as f64);
+}
+
+/// Requests are counted when Envoy deletes the stream, so one the client
+/// abandons before any response is counted too, with `response_class="none"`.
+#[test]
+fn a_stream_reset_before_the_response_is_counted() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    let dir = temp_dir();
+    let mut gw = Gateway::new(&gateway_config(100, 0, ""));
+    // v1 accepts the connection and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind a silent upstream");
+    let silent_port = silent.local_addr().expect("silent upstream address").port();
+    let (accepted, upstream_connection) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((connection, _)) = silent.accept() {
+            let _ = accepted.send(connection);
+        }
+    });
+    gw.bootstrap.clusters[0].1 = silent_port;
+    let envoy = Envoy::start("gateway", dir.path(), &gw.bootstrap);
+
+    let mut client = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect to the gateway");
+    client
+        .write_all(
+            format!("GET /sms HTTP/1.1\r\nhost: sms-checker.local\r\ncookie: {COOKIE}=abc\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("send a request");
+    // Once Envoy has the request upstream (v1 holds the connection), walk away.
+    let _held = upstream_connection
+        .recv_timeout(Duration::from_secs(10))
+        .expect("Envoy forwards the request to v1");
+    wait_for(
+        "Envoy to count the upstream request",
+        Duration::from_secs(10),
+        || {
+            metric(
+                &envoy.prometheus(),
+                "envoy_cluster_upstream_rq_total",
+                &[("envoy_cluster_name", "v1")],
+            )
+            .filter(|&n| n == 1.0)
+        },
+    );
+    drop(client);
+
+    let requests = wait_for(
+        "the reset request to be counted",
+        Duration::from_secs(15),
+        || {
+            metric(
+                &envoy.prometheus(),
+                "sms_cohort_requests_total",
+                &[("cohort", "stable"), ("response_class", "none")],
+            )
+        },
+    );
+    assert_eq!(requests, 1.0);
+    let text = envoy.prometheus();
+    assert_eq!(
+        metric(
+            &text,
+            "sms_cohort_request_duration_milliseconds_count",
+            &[("cohort", "stable")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sms_cohort_requests_total",
+            &[("cohort", "stable"), ("response_class", "2xx")]
+        ),
+        None
+    );
+    assert_eq!(gw.v2.count(), 0);
 }
 
 /// Envoy calls every `proxy_on_*` a module exports, so the build drops the
