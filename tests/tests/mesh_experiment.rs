@@ -142,38 +142,28 @@ fn two_thousand_users_split_90_10_sticky_mirrored_and_counted_by_prometheus() {
 
     // The sidecars count exactly what the users got (the filter may hand its
     // counts to Envoy on a timer, so wait for them to settle).
-    wait_for(
-        "the sidecars to count what was sent",
-        Duration::from_secs(30),
-        || {
-            sent.iter()
-                .all(|((version, cohort), count)| {
-                    let stats = mesh.proxy_stats(&format!("sidecar-{version}"));
-                    let counted = metric_sum(
-                        &stats,
-                        "sms_model_requests_total",
-                        &[
-                            ("version", version),
-                            ("cohort", cohort),
-                            ("mirrored", "false"),
-                        ],
-                    );
-                    counted == *count
-                })
-                .then_some(())
-        },
-    );
-    for ((version, cohort), count) in &sent {
-        let stats = mesh.proxy_stats(&format!("sidecar-{version}"));
-        let counted = metric_sum(
-            &stats,
+    let sidecar_count = |version: &str, cohort: &str| {
+        metric_sum(
+            &mesh.proxy_stats(&format!("sidecar-{version}")),
             "sms_model_requests_total",
             &[
                 ("version", version),
                 ("cohort", cohort),
                 ("mirrored", "false"),
             ],
-        );
+        )
+    };
+    wait_for(
+        "the sidecars to count what was sent",
+        Duration::from_secs(30),
+        || {
+            sent.iter()
+                .all(|((version, cohort), count)| sidecar_count(version, cohort) == *count)
+                .then_some(())
+        },
+    );
+    for ((version, cohort), count) in &sent {
+        let counted = sidecar_count(version, cohort);
         assert_eq!(
             counted, *count,
             "sidecar-{version} counted {counted} {cohort} requests, the test sent {count}"
