@@ -186,6 +186,19 @@ fn report(mesh: &LocalMesh, extra: &[&str]) -> (i32, Value) {
     (output.status.code().expect("an exit code"), report)
 }
 
+/// Runs the evenly split mesh with `faults` set on the chart, sends
+/// `requests` predictions, waits until Prometheus has them all, and reports:
+/// what was sent, the exit code and the JSON report.
+fn report_with_faults(faults: &[&str], requests: usize) -> (Tally, i32, Value) {
+    let mut sets = EVEN_SPLIT.to_vec();
+    sets.extend(faults);
+    let mesh = LocalMesh::start(&sets);
+    let sent = tally(&send(&mesh, requests, 0));
+    wait_for_scrapes(&mesh, &expected(&[&sent]));
+    let (code, r) = report(&mesh, &[]);
+    (sent, code, r)
+}
+
 fn row<'a>(report: &'a Value, list: &str, key: &str, value: &str) -> &'a Value {
     report[list]
         .as_array()
@@ -267,15 +280,13 @@ fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
 #[test]
 fn ten_percent_aborts_on_v2_roll_back_with_the_error_rates() {
     let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
-    let mut sets = EVEN_SPLIT.to_vec();
-    sets.extend([
-        "versions.v2.fault.abort.percentage=10",
-        "versions.v2.fault.abort.httpStatus=503",
-    ]);
-    let mesh = LocalMesh::start(&sets);
-    let sent = tally(&send(&mesh, 600, 0));
-    wait_for_scrapes(&mesh, &expected(&[&sent]));
-    let (code, r) = report(&mesh, &[]);
+    let (sent, code, r) = report_with_faults(
+        &[
+            "versions.v2.fault.abort.percentage=10",
+            "versions.v2.fault.abort.httpStatus=503",
+        ],
+        600,
+    );
     assert_eq!((code, r["verdict"].as_str()), (4, Some("roll_back")), "{r}");
     let errors = check(&r, "error_rate");
     assert_eq!(
@@ -307,16 +318,14 @@ fn ten_percent_aborts_on_v2_roll_back_with_the_error_rates() {
 #[test]
 fn a_fixed_delay_on_v2_is_flagged_by_the_latency_comparison() {
     let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
-    let mut sets = EVEN_SPLIT.to_vec();
-    sets.extend([
-        "versions.v2.fault.delay.percentage=100",
-        "versions.v2.fault.delay.fixedDelay=100ms",
-    ]);
-    let mesh = LocalMesh::start(&sets);
-    let sent = tally(&send(&mesh, 400, 0));
+    let (sent, code, r) = report_with_faults(
+        &[
+            "versions.v2.fault.delay.percentage=100",
+            "versions.v2.fault.delay.fixedDelay=100ms",
+        ],
+        400,
+    );
     assert_eq!(sent.unavailable, 0.0);
-    wait_for_scrapes(&mesh, &expected(&[&sent]));
-    let (code, r) = report(&mesh, &[]);
     let latency = check(&r, "latency");
     assert_eq!(
         (latency["source"].as_str(), latency["outcome"].as_str()),
@@ -343,15 +352,13 @@ fn a_fixed_delay_on_v2_is_flagged_by_the_latency_comparison() {
 #[test]
 fn a_delay_on_a_fifth_of_v2_requests_is_caught_in_the_tail() {
     let _one = MESH.lock().unwrap_or_else(|e| e.into_inner());
-    let mut sets = EVEN_SPLIT.to_vec();
-    sets.extend([
-        "versions.v2.fault.delay.percentage=20",
-        "versions.v2.fault.delay.fixedDelay=100ms",
-    ]);
-    let mesh = LocalMesh::start(&sets);
-    let sent = tally(&send(&mesh, 400, 0));
-    wait_for_scrapes(&mesh, &expected(&[&sent]));
-    let (code, r) = report(&mesh, &[]);
+    let (_, code, r) = report_with_faults(
+        &[
+            "versions.v2.fault.delay.percentage=20",
+            "versions.v2.fault.delay.fixedDelay=100ms",
+        ],
+        400,
+    );
     let latency = check(&r, "latency");
     assert_eq!(latency["outcome"], "roll_back", "{latency}");
     let tail = &latency["latency"]["tail"]["rates"];
