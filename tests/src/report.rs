@@ -181,3 +181,14 @@ pub fn now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
 }
+
+/// The row of a report's JSON list whose fields equal `keys`, e.g. the
+/// `version_cohorts` row of v3 and stable. Panics, showing the list, if none.
+pub fn report_row<'a>(rows: &'a Value, keys: &[(&str, &str)]) -> &'a Value {
+    rows.as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|row| keys.iter().all(|(key, value)| row[*key] == *value))
+        })
+        .unwrap_or_else(|| panic!("no row with {keys:?} in {rows}"))
+}

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use scraper::{Html, Selector};
 use serde_json::Value;
 use sms_checker_tests::free_port;
-use sms_checker_tests::report::{Exporter, Prometheus, chromium_bin, meshctl_bin, now};
+use sms_checker_tests::report::{Exporter, Prometheus, chromium_bin, meshctl_bin, now, report_row};
 
 const MS_BOUNDS: [&str; 8] = ["0.5", "1", "5", "10", "25", "50", "100", "+Inf"];
 
@@ -151,13 +151,6 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn find<'a>(items: &'a Value, key: &str, value: &str) -> &'a Value {
-    items
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i[key] == value))
-        .unwrap_or_else(|| panic!("no {key} = {value} in {items}"))
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -255,14 +248,14 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
 
     // Traffic: increases summed over both exporters' `instance` labels.
     let versions = &report["versions"];
-    let v1 = find(versions, "version", "v1");
+    let v1 = report_row(versions, &[("version", "v1")]);
     assert_eq!(v1["sidecar_requests"], 900.0, "{v1}");
     assert_eq!(v1["predictions"], 900.0, "{v1}");
     assert!(close(v1["spam_ratio"].as_f64().unwrap(), 0.13), "{v1}");
     assert!(close(v1["live_share"].as_f64().unwrap(), 900.0 / 990.0));
-    let v2 = find(versions, "version", "v2");
+    let v2 = report_row(versions, &[("version", "v2")]);
     assert_eq!(v2["sidecar_requests"], 90.0, "{v2}");
-    let v3 = find(versions, "version", "v3");
+    let v3 = report_row(versions, &[("version", "v3")]);
     assert_eq!(
         (v3["role"].as_str(), v3["mirrored_requests"].as_f64()),
         (Some("shadow"), Some(990.0))
@@ -270,13 +263,10 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
     assert!(close(v3["mirror_coverage"].as_f64().unwrap(), 1.0), "{v3}");
 
     // Per version and cohort: v3 mirrors 860 of stable's 900 requests.
-    let v3_stable = report["version_cohorts"]
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .find(|r| r["version"] == "v3" && r["cohort"] == "stable")
-        })
-        .expect("a v3/stable row");
+    let v3_stable = report_row(
+        &report["version_cohorts"],
+        &[("version", "v3"), ("cohort", "stable")],
+    );
     assert_eq!(v3_stable["requests"], 860.0);
     assert!(close(
         v3_stable["mirror_coverage"].as_f64().unwrap(),
@@ -285,9 +275,9 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
 
     // The gateway restarted (2800 -> 100): 800 before + 100 after.
     let cohorts = &report["cohorts"];
-    let stable = find(cohorts, "cohort", "stable");
+    let stable = report_row(cohorts, &[("cohort", "stable")]);
     assert_eq!(stable["requests"], 900.0, "{stable}");
-    let canary = find(cohorts, "cohort", "canary");
+    let canary = report_row(cohorts, &[("cohort", "canary")]);
     assert_eq!(
         (canary["requests"].as_f64(), canary["errors"].as_f64()),
         (Some(100.0), Some(10.0))
@@ -295,12 +285,11 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
 
     // Latency: the report's quantiles equal Prometheus's own
     // histogram_quantile on the same buckets (they started at zero).
-    let latency = report["latency"].as_array().expect("latency rows");
     let row = |subject: &str, source: &str| {
-        latency
-            .iter()
-            .find(|l| l["subject"] == subject && l["source"] == source)
-            .unwrap_or_else(|| panic!("no latency row {subject}/{source}"))
+        report_row(
+            &report["latency"],
+            &[("subject", subject), ("source", source)],
+        )
     };
     let end: f64 = s.end.parse().expect("end");
     for (q, key) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
@@ -328,14 +317,14 @@ fn report_counts_and_verdict_match_the_scraped_data_exactly() {
     // The verdict and the evidence behind it.
     assert_eq!(report["verdict"], "roll_back");
     let checks = &report["comparisons"][0]["checks"];
-    let errors = find(checks, "metric", "error_rate");
+    let errors = report_row(checks, &[("metric", "error_rate")]);
     assert_eq!(
         (errors["source"].as_str(), errors["outcome"].as_str()),
         (Some("gateway"), Some("roll_back"))
     );
     assert_eq!(errors["rates"]["candidate_rate"], 0.1);
     assert_eq!(errors["rates"]["baseline_rate"], 0.0);
-    let slow = find(checks, "metric", "latency");
+    let slow = report_row(checks, &[("metric", "latency")]);
     assert_eq!(slow["outcome"], "roll_back", "{slow}");
     // 90 of the canary's 100 above all 900 stable ones, 10 below: A = 0.9.
     assert!(

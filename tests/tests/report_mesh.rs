@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict};
-use sms_checker_tests::report::meshctl_bin;
+use sms_checker_tests::report::{meshctl_bin, report_row};
 use sms_checker_tests::shared_dir;
 
 /// One mesh at a time: each runs a gateway, three sidecars, three services
@@ -199,19 +199,8 @@ fn report_with_faults(faults: &[&str], requests: usize) -> (Tally, i32, Value) {
     (sent, code, r)
 }
 
-fn row<'a>(report: &'a Value, list: &str, key: &str, value: &str) -> &'a Value {
-    report[list]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r[key] == value))
-        .unwrap_or_else(|| panic!("no {list} row {key}={value}: {}", report[list]))
-}
-
 fn check<'a>(report: &'a Value, metric: &str) -> &'a Value {
-    let checks = &report["comparisons"][0]["checks"];
-    checks
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["metric"] == metric))
-        .unwrap_or_else(|| panic!("no {metric} check: {checks}"))
+    report_row(&report["comparisons"][0]["checks"], &[("metric", metric)])
 }
 
 fn number(value: &Value) -> f64 {
@@ -254,20 +243,20 @@ fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
     };
     // Every request counted once per place it went.
     for (version, expected) in [("v1", answered("v1")), ("v2", answered("v2")), ("v3", sent)] {
-        let v = row(&r, "versions", "version", version);
+        let v = report_row(&r["versions"], &[("version", version)]);
         assert_eq!(number(&v["sidecar_requests"]), expected, "{version}: {v}");
         assert_eq!(number(&v["predictions"]), expected, "{version}: {v}");
     }
     assert_eq!(
-        number(&row(&r, "cohorts", "cohort", "stable")["requests"]),
+        number(&report_row(&r["cohorts"], &[("cohort", "stable")])["requests"]),
         answered("v1")
     );
     assert_eq!(
-        number(&row(&r, "cohorts", "cohort", "canary")["requests"]),
+        number(&report_row(&r["cohorts"], &[("cohort", "canary")])["requests"]),
         answered("v2")
     );
     assert_eq!(
-        number(&row(&r, "versions", "version", "v3")["mirror_coverage"]),
+        number(&report_row(&r["versions"], &[("version", "v3")])["mirror_coverage"]),
         1.0
     );
     assert_eq!(
@@ -311,7 +300,7 @@ fn ten_percent_aborts_on_v2_roll_back_with_the_error_rates() {
         (0.03..0.2).contains(&rate),
         "10 % aborts measured as {rate}"
     );
-    let canary = row(&r, "cohorts", "cohort", "canary");
+    let canary = report_row(&r["cohorts"], &[("cohort", "canary")]);
     assert_eq!(number(&canary["errors"]), sent.unavailable);
 }
 
@@ -396,7 +385,7 @@ fn counts_survive_a_restarted_sidecar() {
         "the restart did not reset v1's counters ({v1_now})"
     );
     let (_, r) = report(&mesh, &[]);
-    let v1 = row(&r, "versions", "version", "v1");
+    let v1 = report_row(&r["versions"], &[("version", "v1")]);
     let admin = mesh
         .component("sidecar-v1")
         .admin_port
@@ -423,12 +412,6 @@ fn counts_survive_a_restarted_sidecar() {
         v1_sent,
         "{v1}\nPrometheus history: {history:#?}"
     );
-    let timed = r["latency"]
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .find(|l| l["subject"] == "v1" && l["source"] == "sidecar")
-        })
-        .expect("v1's sidecar latency");
+    let timed = report_row(&r["latency"], &[("subject", "v1"), ("source", "sidecar")]);
     assert_eq!(number(&timed["count"]), v1_sent, "{timed}");
 }
