@@ -24,7 +24,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-lint: ## cargo fmt --check and clippy with warnings denied
+lint: lint-go ## cargo fmt --check, clippy with warnings denied, go vet and gofmt
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
