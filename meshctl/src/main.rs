@@ -10,8 +10,9 @@
 //! `Ok(ExitCode)` is for outcomes that are not errors of the tool itself
 //! (e.g. a check that ran and found a failure).
 
+mod chart;
 mod image;
-mod local;
+mod mesh;
 mod report;
 
 use std::process::ExitCode;
@@ -31,8 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bring up the local mesh (gateway, sidecars, model versions, Prometheus) from the chart
-    Run(local::RunArgs),
+    /// Bring up the local mesh from the chart, driven by Istio's own control plane
+    Run(mesh::RunArgs),
+    /// Change chart values of the running local mesh (as `helm upgrade --reuse-values --set`)
+    Set(mesh::SetArgs),
     /// Compare the experiment's versions on Prometheus data: tables, histograms, a verdict
     Report(report::ReportArgs),
     /// Build the filter and model-service OCI images without Docker, and push them
@@ -42,7 +45,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => local::run(args),
+        Command::Run(args) => mesh::run(args),
+        Command::Set(args) => mesh::set(args),
         Command::Report(args) => report::run(args),
         Command::Image(args) => image::run(args),
     };

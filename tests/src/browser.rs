@@ -10,20 +10,27 @@ use futures::StreamExt;
 
 use crate::tool;
 
-/// Starts Chromium with a fresh profile in `profile`. The flags keep it off
-/// the network (its background fetches would only be refused here).
-pub async fn launch(profile: &Path) -> Browser {
+/// Starts Chromium with a fresh profile in `profile`, resolving each of
+/// `hosts` to 127.0.0.1 (as an /etc/hosts line would). The flags keep it
+/// off the network (its background fetches would only be refused here).
+pub async fn launch(profile: &Path, hosts: &[&str]) -> Browser {
     let executable = tool("CHROMIUM_BIN", "/usr/bin/chromium");
-    let config = BrowserConfig::builder()
+    let rules: Vec<String> = hosts.iter().map(|h| format!("MAP {h} 127.0.0.1")).collect();
+    let mut builder = BrowserConfig::builder();
+    if !rules.is_empty() {
+        builder = builder.arg(("host-resolver-rules", rules.join(",").as_str()));
+    }
+    let config = builder
         .chrome_executable(&executable)
         .no_sandbox()
         .user_data_dir(profile)
+        // chromiumoxide adds the leading `--` to each switch.
         .args([
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            "disable-gpu",
+            "disable-background-networking",
+            "disable-component-update",
+            "disable-sync",
+            "no-first-run",
         ])
         .launch_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(30))

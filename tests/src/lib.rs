@@ -62,6 +62,11 @@ pub fn model_service_bin() -> PathBuf {
     tool("MODEL_SERVICE_BIN", "target/release/model-service")
 }
 
+/// Istio's control plane, agent, charts and bootstrap template (`make istio`).
+pub fn istio_dir() -> PathBuf {
+    tool("ISTIO_DIR", ".tools/istio")
+}
+
 /// The `meshctl` binary (`make meshctl`).
 pub fn meshctl_bin() -> PathBuf {
     tool("MESHCTL_BIN", "target/debug/meshctl")

@@ -1,18 +1,21 @@
 //! The local mesh (`meshctl run`) as a test fixture.
 //!
 //! ```no_run
-//! use sms_checker_tests::mesh::LocalMesh;
+//! use sms_checker_tests::mesh::{LocalMesh, predict};
 //! let mesh = LocalMesh::start(&["istio.trafficSplit.stable=95", "istio.trafficSplit.canary=5"]);
-//! let body = mesh.client().get(&mesh.url("/health")).call();
-//! mesh.kill("model-v3"); // a crash: SIGKILL to that process group
-//! mesh.restart("gateway"); // stop and start again, same ports
+//! let reply = predict(&mesh.client(), &mesh.gateway(), None, "hello");
+//! mesh.kill("model-v3"); // a crash: SIGKILL to that container
+//! mesh.restart("gateway"); // stop and start again, same pod and address
+//! mesh.set(&["istio.trafficSplit.canary=20,istio.trafficSplit.stable=80"]); // live, over xDS
 //! // Dropping `mesh` stops meshctl, which stops every process it started.
 //! ```
 //!
-//! Every port is picked free on 127.0.0.1 (`--base-port 0`), Prometheus
-//! scrapes every second, and the run directory is a temporary folder, so
-//! meshes of several tests can run side by side.
+//! The gateway and Prometheus ports are picked free on 127.0.0.1, each mesh
+//! has its own pod network (network namespaces, an address per pod),
+//! Prometheus scrapes every second, and the run directory is a temporary
+//! folder, so meshes of several tests can run side by side.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,7 +25,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::process::Process;
-use crate::{envoy_bin, free_port, helm_bin, wait_for, workspace_root};
+use crate::{envoy_bin, free_port, helm_bin, istio_dir, wait_for, workspace_root};
 pub use crate::{filter_wasm, meshctl_bin, model_service_bin};
 
 /// How to start a mesh; [`LocalMesh::start`] covers the common case.
@@ -42,12 +45,58 @@ pub struct Component {
     pub name: String,
     pub kind: String,
     pub version: Option<String>,
+    /// `<pod>.<namespace>` for a pod's container.
+    pub pod: Option<String>,
+    /// The pod's address (127.0.0.1 for Prometheus).
+    pub ip: String,
     pub pid: Option<u32>,
     pub running: bool,
     pub restarts: u64,
-    pub http_port: u16,
-    pub admin_port: Option<u16>,
+    pub ports: BTreeMap<String, u16>,
     pub log: PathBuf,
+}
+
+impl Component {
+    /// `http://<ip>:<port named name><path>`.
+    pub fn url(&self, port: &str, path: &str) -> String {
+        let number = self
+            .ports
+            .get(port)
+            .unwrap_or_else(|| panic!("{} has no port {port}: {:?}", self.name, self.ports));
+        format!("http://{}:{number}{path}", self.ip)
+    }
+}
+
+/// The way into the mesh: the port-forward to the ingress gateway, and the
+/// host its Gateway serves (sent as the Host header, as a browser would
+/// after `/etc/hosts` maps the name to 127.0.0.1).
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub host: String,
+}
+
+impl Gateway {
+    pub fn get(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        agent
+            .get(&format!("{}{path}", self.base))
+            .header("host", &self.host)
+    }
+
+    pub fn post(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        agent
+            .post(&format!("{}{path}", self.base))
+            .header("host", &self.host)
+    }
 }
 
 /// A running local mesh; dropping it stops everything it started.
@@ -98,11 +147,13 @@ impl LocalMesh {
             .arg(run_dir.path())
             .args(["--gateway-port", &free_port().to_string()])
             .args(["--prometheus-port", &free_port().to_string()])
-            .args(["--base-port", "0", "--scrape-interval", "1s"])
+            .args(["--scrape-interval", "1s"])
             .arg("--helm")
             .arg(helm_bin())
             .arg("--envoy")
             .arg(envoy_bin())
+            .arg("--istio-dir")
+            .arg(istio_dir())
             .arg("--wasm")
             .arg(filter_wasm())
             .arg("--model-service")
@@ -178,11 +229,17 @@ impl LocalMesh {
                 name: c["name"].as_str().unwrap_or_default().to_string(),
                 kind: c["kind"].as_str().unwrap_or_default().to_string(),
                 version: c["version"].as_str().map(str::to_string),
+                pod: c["pod"].as_str().map(str::to_string),
+                ip: c["ip"].as_str().unwrap_or_default().to_string(),
                 pid: c["pid"].as_u64().map(|p| p as u32),
                 running: c["running"] == true,
                 restarts: c["restarts"].as_u64().unwrap_or(0),
-                http_port: c["ports"]["http"].as_u64().unwrap_or(0) as u16,
-                admin_port: c["ports"]["admin"].as_u64().map(|p| p as u16),
+                ports: c["ports"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), u16::try_from(v.as_u64()?).ok()?)))
+                    .collect(),
                 log: PathBuf::from(c["log"].as_str().unwrap_or_default()),
             })
             .collect()
@@ -196,20 +253,21 @@ impl LocalMesh {
             .unwrap_or_else(|| panic!("no component {name} in {}", self.state()))
     }
 
-    /// `http://127.0.0.1:<gateway port><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}{path}",
-            self.component("gateway").http_port
-        )
+    /// The port-forward to the ingress gateway, and the host to ask for.
+    pub fn gateway(&self) -> Gateway {
+        let state = self.state();
+        Gateway {
+            base: format!("http://127.0.0.1:{}", state["gateway_port"]),
+            host: state["hosts"][0]
+                .as_str()
+                .unwrap_or("localhost")
+                .to_string(),
+        }
     }
 
     /// `http://127.0.0.1:<prometheus port>`.
     pub fn prometheus_url(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}",
-            self.component("prometheus").http_port
-        )
+        self.component("prometheus").url("http", "")
     }
 
     /// An HTTP client that returns every status as a response, with no
@@ -222,19 +280,46 @@ impl LocalMesh {
             .new_agent()
     }
 
-    /// `/stats/prometheus` of a proxy (`gateway`, `sidecar-v1`, ...).
+    /// Envoy's `/stats/prometheus` of a proxy (`gateway`, `sidecar-v1`,
+    /// ...), on Istio's stats port.
     pub fn proxy_stats(&self, name: &str) -> String {
-        let admin = self
-            .component(name)
-            .admin_port
-            .expect("a proxy has an admin port");
-        get_text(&format!("http://127.0.0.1:{admin}/stats/prometheus"))
+        get_text(&self.component(name).url("stats", "/stats/prometheus"))
     }
 
-    /// `/metrics` of a model-service (`model-v1`, ...).
+    /// A model-service's metrics (`model-v1`, ...), as Istio's agent serves
+    /// them merged with its sidecar's on the pod's status port: read there,
+    /// not through the sidecar, so reading them is not a request the
+    /// sidecar counts.
     pub fn service_metrics(&self, name: &str) -> String {
-        let port = self.component(name).http_port;
-        get_text(&format!("http://127.0.0.1:{port}/metrics"))
+        let pod = self.component(name).pod;
+        let sidecar = self
+            .components()
+            .into_iter()
+            .find(|c| c.kind == "sidecar" && c.pod == pod)
+            .unwrap_or_else(|| panic!("no sidecar in the pod of {name}"));
+        get_text(&sidecar.url("status", "/stats/prometheus"))
+    }
+
+    /// Changes chart values of the running mesh (`meshctl set`) and waits
+    /// until every proxy has the result; `Err` holds meshctl's message.
+    pub fn set(&self, values: &[&str]) -> Result<String, String> {
+        let output = Command::new(meshctl_bin())
+            .arg("set")
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(values)
+            .output()
+            .expect("run meshctl set");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
     }
 
     /// A PromQL instant query: each result's labels and value.
@@ -397,9 +482,9 @@ pub const UID_COOKIE: &str = "sms-checker-uid";
 
 /// `POST /predict` through the gateway as a user with `uid` (or a new user
 /// when `None`). Transport errors come back as status 0.
-pub fn predict(agent: &ureq::Agent, gateway_url: &str, uid: Option<&str>, sms: &str) -> Reply {
-    let mut request = agent
-        .post(&format!("{gateway_url}/predict"))
+pub fn predict(agent: &ureq::Agent, gateway: &Gateway, uid: Option<&str>, sms: &str) -> Reply {
+    let mut request = gateway
+        .post(agent, "/predict")
         .header("content-type", "application/json");
     if let Some(uid) = uid {
         request = request.header("cookie", &format!("{UID_COOKIE}={uid}"));

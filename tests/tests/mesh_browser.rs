@@ -1,5 +1,6 @@
 //! The seed's reproduction step on the local mesh: headless Chromium opens
-//! `http://localhost:<gateway>/sms`, submits a message through the gateway,
+//! `http://sms-checker.local:<gateway>/sms` (the name mapped to 127.0.0.1, as
+//! the seed maps it in /etc/hosts), submits a message through the gateway,
 //! and sees the verdict, the version and its cohort; a reload keeps it.
 
 use sms_checker_tests::browser::{check_sms, launch};
@@ -8,12 +9,11 @@ use sms_checker_tests::mesh::{LocalMesh, UID_COOKIE};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_page_through_the_gateway_keeps_the_cohort_across_a_reload() {
     let mesh = LocalMesh::start(&[]);
-    let url = format!(
-        "http://localhost:{}/sms",
-        mesh.component("gateway").http_port
-    );
+    let gateway = mesh.gateway();
+    let port = gateway.base.rsplit(':').next().expect("a port");
+    let url = format!("http://{}:{port}/sms", gateway.host);
     let profile = tempfile::tempdir().expect("profile dir");
-    let mut browser = launch(profile.path()).await;
+    let mut browser = launch(profile.path(), &[&gateway.host]).await;
     let page = browser.new_page(url.as_str()).await.expect("open /sms");
     page.wait_for_navigation().await.expect("load /sms");
     assert_eq!(

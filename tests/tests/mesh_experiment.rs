@@ -33,7 +33,7 @@ fn assert_split(canary_users: usize, canary_percent: f64) {
 /// Every user's replies: the first without a cookie, the rest with the
 /// cookie the gateway set.
 fn simulate(mesh: &LocalMesh, requests_per_user: usize) -> Vec<Vec<Reply>> {
-    let gateway = mesh.url("");
+    let gateway = mesh.gateway();
     parallel(USERS, THREADS, |agent, user| {
         let first = predict(agent, &gateway, None, MESSAGES[user % MESSAGES.len()]);
         let uid = first.set_uid.clone();
@@ -280,21 +280,20 @@ fn two_thousand_users_split_90_10_sticky_mirrored_and_counted_by_prometheus() {
     let buckets = mesh
         .prometheus_query("count by (version) (sms_model_request_duration_milliseconds_bucket)");
     assert_eq!(buckets.len(), 3, "a histogram per version: {buckets:?}");
-    // The services are scraped on their own schedule: wait for their last scrape.
+    // The services' metrics come merged with their sidecars' (Istio's agent):
+    // wait for the scrape after the last request. `version` is the pod's
+    // label, as Istio's sample Prometheus config maps pod labels.
     wait_for(
         "Prometheus to hold each model-service's latency histogram",
         Duration::from_secs(30),
         || {
-            let service = mesh
-                .prometheus_query("sum by (pod_version) (model_prediction_latency_seconds_count)");
+            let service =
+                mesh.prometheus_query("sum by (version) (model_prediction_latency_seconds_count)");
             let service: BTreeMap<String, f64> = service
                 .into_iter()
                 .map(|(labels, value)| {
                     (
-                        labels["pod_version"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
+                        labels["version"].as_str().unwrap_or_default().to_string(),
                         value,
                     )
                 })
@@ -312,7 +311,7 @@ fn re_rendered_95_5_split_keeps_stable_users_stable() {
     let uids: Vec<String> = (0..USERS).map(|i| format!("user-{i:04}")).collect();
     let cohorts_at = |sets: &[&str]| -> Vec<String> {
         let mesh = LocalMesh::start(sets);
-        let gateway = mesh.url("");
+        let gateway = mesh.gateway();
         let users: Vec<Vec<Reply>> = parallel(USERS, THREADS, |agent, user| {
             (0..2)
                 .map(|i| {

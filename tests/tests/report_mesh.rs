@@ -38,7 +38,7 @@ fn messages() -> Vec<String> {
 /// cohort), and returns the replies.
 fn send(mesh: &LocalMesh, count: usize, offset: usize) -> Vec<Reply> {
     let messages = messages();
-    let url = mesh.url("");
+    let url = mesh.gateway();
     let replies = parallel(count, 4, |agent, i| {
         predict(agent, &url, None, &messages[(offset + i) % messages.len()])
     });
@@ -386,10 +386,9 @@ fn counts_survive_a_restarted_sidecar() {
     );
     let (_, r) = report(&mesh, &[]);
     let v1 = report_row(&r["versions"], &[("version", "v1")]);
-    let admin = mesh
-        .component("sidecar-v1")
-        .admin_port
-        .expect("an admin port");
+    // The pod's merged metrics target: Istio's agent on the status port.
+    let target = mesh.component("sidecar-v1").url("status", "");
+    let instance = target.trim_start_matches("http://");
     let samples = |query: &str| -> Vec<String> {
         let url = format!("{}/api/v1/query", mesh.prometheus_url());
         let body = mesh
@@ -403,7 +402,7 @@ fn counts_survive_a_restarted_sidecar() {
     };
     let history = [
         samples(&format!(
-            r#"envoy_server_uptime{{instance="127.0.0.1:{admin}"}}[10m]"#
+            r#"envoy_server_uptime{{instance="{instance}"}}[10m]"#
         )),
         samples(r#"sum by (prediction) (sms_model_requests_total{version="v1"})[10m:1s]"#),
     ];

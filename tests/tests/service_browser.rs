@@ -34,7 +34,7 @@ fn start_service(version: &str, log_dir: &std::path::Path) -> (Process, String) 
 async fn sms_page_shows_verdict_version_and_cohort() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_service, url) = start_service("v2", dir.path());
-    let mut browser = launch(&dir.path().join("profile")).await;
+    let mut browser = launch(&dir.path().join("profile"), &[]).await;
 
     let page = browser.new_page(url.as_str()).await.expect("open /sms");
     page.wait_for_navigation().await.expect("load /sms");

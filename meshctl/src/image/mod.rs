@@ -8,7 +8,7 @@
 mod layer;
 mod layout;
 mod push;
-mod spec;
+pub mod spec;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1,100 +1,123 @@
-//! Prometheus configuration: one job scraping every proxy's
-//! `/stats/prometheus` and every model-service's `/metrics`.
+//! Prometheus configuration for the local mesh: the pods' `prometheus.io/*`
+//! annotations (as Istio's injector rewrites them, pointing at the agent's
+//! merged metrics) turned into targets, labelled the way Istio's sample
+//! Prometheus config relabels Kubernetes pods (`kubernetes-pods` job: the pod
+//! labels, `namespace`, `pod`). Prometheus has no API server to discover
+//! pods from here, so the targets are written out.
 
-use serde_json::json;
+use std::time::Duration;
 
-use super::plan::parse_duration;
+use serde_json::{Map, Value, json};
 
-pub struct Target {
-    pub path: &'static str,
-    pub port: u16,
-    pub labels: Vec<(&'static str, String)>,
-}
+use super::pods::PodPlan;
 
-impl Target {
-    pub fn envoy(role: &str, version: Option<&String>, admin_port: u16) -> Target {
-        let mut labels = vec![("component", role.to_string())];
-        if let Some(version) = version {
-            // Named like Istio's pod labels, which Prometheus relabels in a cluster.
-            labels.push(("pod_version", version.clone()));
-        }
-        Target {
-            path: "/stats/prometheus",
-            port: admin_port,
-            labels,
-        }
-    }
-
-    pub fn service(version: &str, port: u16) -> Target {
-        Target {
-            path: "/metrics",
-            port,
-            labels: vec![
-                ("component", "model-service".into()),
-                ("pod_version", version.into()),
-            ],
-        }
-    }
-}
+/// The job name of Istio's sample config for annotated pods.
+pub const JOB: &str = "kubernetes-pods";
 
 #[derive(Debug, thiserror::Error)]
 #[error("scrape interval {0:?} is not a duration such as 5s or 500ms")]
 pub struct BadInterval(String);
 
-/// The config as YAML text (JSON is valid YAML, and needs no extra crate).
-pub fn config(scrape_interval: &str, targets: &[Target]) -> Result<String, BadInterval> {
-    let interval = parse_duration(scrape_interval)
+/// Parses and checks a scrape interval.
+pub fn interval(text: &str) -> Result<Duration, BadInterval> {
+    humantime::parse_duration(text)
+        .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| BadInterval(scrape_interval.to_string()))?;
-    let ms = interval.as_millis();
-    let jobs: Vec<_> = targets
-        .iter()
-        .map(|t| {
-            let labels: serde_json::Map<_, _> = t.labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-            let job = t.labels.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("-");
-            json!({
-                "job_name": job,
-                "metrics_path": t.path,
-                "static_configs": [{"targets": [format!("127.0.0.1:{}", t.port)], "labels": labels}],
-            })
+        .ok_or_else(|| BadInterval(text.to_string()))
+}
+
+/// Labels a pod label becomes: Prometheus' `labelmap` keeps `[a-zA-Z0-9_]`.
+fn label_name(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
         })
+        .collect()
+}
+
+/// One static target per pod that asks to be scraped.
+fn target(pod: &PodPlan) -> Option<Value> {
+    let annotation = |key: &str| pod.annotations.get(key).map(String::as_str);
+    if annotation("prometheus.io/scrape") != Some("true") {
+        return None;
+    }
+    let port = annotation("prometheus.io/port")?;
+    let path = annotation("prometheus.io/path").unwrap_or("/metrics");
+    let mut labels: Map<String, Value> = pod
+        .labels
+        .iter()
+        .map(|(k, v)| (label_name(k), json!(v)))
         .collect();
+    labels.insert("namespace".into(), json!(pod.namespace));
+    labels.insert("pod".into(), json!(pod.name));
+    labels.insert("__metrics_path__".into(), json!(path));
+    Some(json!({"targets": [format!("{}:{port}", pod.ip)], "labels": labels}))
+}
+
+/// The config as YAML text (JSON is valid YAML, and needs no extra crate).
+pub fn config(interval: Duration, pods: &[PodPlan]) -> String {
+    let ms = interval.as_millis();
     let config = json!({
         "global": {"scrape_interval": format!("{ms}ms"), "evaluation_interval": format!("{ms}ms")},
-        "scrape_configs": jobs,
+        "scrape_configs": [{
+            "job_name": JOB,
+            "static_configs": pods.iter().filter_map(target).collect::<Vec<_>>(),
+        }],
     });
-    Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
+    serde_json::to_string_pretty(&config).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pod(name: &str, annotations: &[(&str, &str)]) -> PodPlan {
+        serde_json::from_value(json!({
+            "name": name, "namespace": "default", "ip": "10.213.0.2",
+            "labels": {"app": "model-service", "version": "v1", "app.kubernetes.io/name": "m"},
+            "annotations": annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
+            "containers": [],
+        }))
+        .unwrap()
+    }
+
     #[test]
-    fn one_job_per_target_with_its_labels() {
-        let v1 = "v1".to_string();
-        let text = config(
-            "1s",
-            &[
-                Target::envoy("gateway", None, 1000),
-                Target::envoy("sidecar", Some(&v1), 1001),
-                Target::service("v1", 1002),
-            ],
-        )
-        .unwrap();
-        let value: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    fn annotated_pods_become_targets_with_their_labels() {
+        let pods = [
+            pod(
+                "a",
+                &[
+                    ("prometheus.io/scrape", "true"),
+                    ("prometheus.io/port", "15020"),
+                    ("prometheus.io/path", "/stats/prometheus"),
+                ],
+            ),
+            pod("b", &[("prometheus.io/scrape", "false")]),
+        ];
+        let text = config(Duration::from_secs(1), &pods);
+        let value: Value = serde_norway::from_str(&text).unwrap();
         assert_eq!(value["global"]["scrape_interval"], "1000ms");
-        let jobs = value["scrape_configs"].as_array().unwrap();
-        assert_eq!(jobs.len(), 3);
-        assert_eq!(jobs[1]["job_name"], "sidecar-v1");
-        assert_eq!(jobs[1]["metrics_path"], "/stats/prometheus");
-        assert_eq!(jobs[2]["static_configs"][0]["targets"][0], "127.0.0.1:1002");
-        assert_eq!(jobs[2]["static_configs"][0]["labels"]["pod_version"], "v1");
+        let targets = value["scrape_configs"][0]["static_configs"]
+            .as_array()
+            .unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0]["targets"][0], "10.213.0.2:15020");
+        let labels = &targets[0]["labels"];
+        assert_eq!(labels["__metrics_path__"], "/stats/prometheus");
+        assert_eq!(labels["version"], "v1");
+        assert_eq!(labels["app_kubernetes_io_name"], "m");
+        assert_eq!(labels["pod"], "a");
     }
 
     #[test]
     fn a_bad_interval_is_refused() {
-        assert!(config("often", &[]).is_err());
-        assert!(config("0s", &[]).is_err());
+        assert!(interval("often").is_err());
+        assert!(interval("0s").is_err());
+        assert_eq!(interval("500ms").unwrap(), Duration::from_millis(500));
     }
 }

@@ -1,13 +1,18 @@
 //! `<run-dir>/state.json`, what tests and scripts read to find the running
-//! mesh, and `<run-dir>/control/`, how they ask it to act on a component.
+//! mesh, and `<run-dir>/control/`, how they ask it to act on a component or
+//! to take new chart values.
 //!
 //! ```json
 //! {"meshctl_pid": 123, "ready": true,
-//!  "urls": [["app", "http://localhost:8080/sms"], ...],
-//!  "findings": ["Deployment/x: spec.replicas not reproduced (...)", ...],
+//!  "urls": [["app", "http://sms-checker.local:8080/sms"], ...],
+//!  "hosts": ["sms-checker.local"], "gateway_port": 8080,
+//!  "network": {"cidr": "10.213.0.0/24", "node_ip": "10.213.0.1"},
+//!  "values": ["istio.trafficSplit.stable=80,istio.trafficSplit.canary=20"],
+//!  "findings": ["PodDisruptionBudget/x: not run locally (...)", ...],
 //!  "components": [{"name": "sidecar-v1", "kind": "sidecar", "version": "v1",
+//!                  "pod": "model-deployment-v1-0.default", "ip": "10.213.0.2",
 //!                  "pid": 456, "running": true, "restarts": 0,
-//!                  "ports": {"http": 15110, "admin": 15111},
+//!                  "ports": {"stats": 15090, "status": 15020},
 //!                  "log": "/abs/.run/sidecar-v1.log"}, ...]}
 //! ```
 
@@ -17,15 +22,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::plan::Finding;
 use super::supervisor::Spec;
 
 #[derive(Debug, Serialize)]
 pub struct ComponentState {
     pub name: String,
-    /// `gateway`, `sidecar`, `model-service` or `prometheus`.
+    /// `gateway`, `sidecar`, `model-service`, `istiod` or `prometheus`.
     pub kind: String,
     pub version: Option<String>,
+    /// `<pod>.<namespace>` for the pods' containers.
+    pub pod: Option<String>,
+    /// The address its ports are on (the pod's, or 127.0.0.1).
+    pub ip: String,
     pub pid: Option<u32>,
     pub running: bool,
     pub restarts: u32,
@@ -34,23 +42,26 @@ pub struct ComponentState {
 }
 
 impl ComponentState {
-    pub fn new<const N: usize>(
-        spec: &Spec,
-        kind: &str,
-        version: Option<&String>,
-        ports: [(&str, u16); N],
-    ) -> Self {
+    pub fn new(spec: &Spec, kind: &str, ip: String, ports: BTreeMap<String, u16>) -> Self {
         ComponentState {
             name: spec.name.clone(),
             kind: kind.to_string(),
-            version: version.cloned(),
+            version: None,
+            pod: None,
+            ip,
             pid: None,
             running: true,
             restarts: 0,
-            ports: ports.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ports,
             log: spec.log.clone(),
         }
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Network {
+    pub cidr: String,
+    pub node_ip: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +69,12 @@ pub struct State {
     pub meshctl_pid: u32,
     pub ready: bool,
     pub urls: Vec<(String, String)>,
+    /// Hosts the gateway serves (send them as the Host header).
+    pub hosts: Vec<String>,
+    pub gateway_port: u16,
+    pub network: Network,
+    /// Every `--set` applied so far, in order (`helm upgrade --reuse-values`).
+    pub values: Vec<String>,
     pub findings: Vec<String>,
     pub components: Vec<ComponentState>,
     #[serde(skip)]
@@ -68,13 +85,17 @@ pub struct State {
 
 impl State {
     /// Starts a new state, removing the file of an earlier run.
-    pub fn new(run_dir: &Path, urls: Vec<(String, String)>, findings: &[Finding]) -> State {
+    pub fn new(run_dir: &Path, network: Network, values: Vec<String>) -> State {
         let _ = std::fs::remove_file(run_dir.join("state.json"));
         State {
             meshctl_pid: std::process::id(),
             ready: false,
-            urls,
-            findings: findings.iter().map(ToString::to_string).collect(),
+            urls: Vec::new(),
+            hosts: Vec::new(),
+            gateway_port: 0,
+            network,
+            values,
+            findings: Vec::new(),
             components: Vec::new(),
             path: run_dir.join("state.json"),
             dirty: false,
@@ -108,6 +129,10 @@ pub struct ControlRequest {
 }
 
 impl ControlRequest {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn done(self) -> anyhow::Result<()> {
         std::fs::remove_file(&self.path).with_context(|| format!("remove {}", self.path.display()))
     }
@@ -121,6 +146,10 @@ pub fn control_requests(run_dir: &Path) -> anyhow::Result<Vec<ControlRequest>> {
         let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
             continue;
         };
+        // Answers and files being written are not requests.
+        if file.ends_with(".result") || file.ends_with(".tmp") {
+            continue;
+        }
         if let Some((component, action)) = file.rsplit_once('.') {
             requests.push(ControlRequest {
                 component: component.to_string(),
