@@ -29,15 +29,67 @@ pub enum ApiError {
     NotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    #[error("metrics could not be encoded: {0}")]
+    MetricsUnavailable(String),
+}
+
+/// The machine-readable code of an error, one per kind of failure. An enum
+/// so the OpenAPI document lists every code a client can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidUtf8,
+    InvalidJson,
+    InvalidField,
+    EmptySms,
+    BodyTooLarge,
+    BodyReadFailed,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    MetricsUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the document lists them.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::InvalidUtf8,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidField,
+        ErrorCode::EmptySms,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::BodyReadFailed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::MetricsUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::EmptySms => "empty_sms",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::BodyReadFailed => "body_read_failed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::MetricsUnavailable => "metrics_unavailable",
+        }
+    }
 }
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable, machine-readable code, e.g. `invalid_json`.
-    pub error: &'static str,
+    pub error: ErrorCode,
     /// What is wrong, for a person.
     pub message: String,
+    /// The response's HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
 }
 
@@ -53,20 +105,22 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MetricsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidUtf8 => "invalid_utf8",
-            ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidField(_) => "invalid_field",
-            ApiError::EmptySms => "empty_sms",
-            ApiError::TooLarge => "body_too_large",
-            ApiError::BodyRead(_) => "body_read_failed",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::NotFound { .. } => "not_found",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::InvalidUtf8 => ErrorCode::InvalidUtf8,
+            ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
+            ApiError::InvalidField(_) => ErrorCode::InvalidField,
+            ApiError::EmptySms => ErrorCode::EmptySms,
+            ApiError::TooLarge => ErrorCode::BodyTooLarge,
+            ApiError::BodyRead(_) => ErrorCode::BodyReadFailed,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            ApiError::MetricsUnavailable(_) => ErrorCode::MetricsUnavailable,
         }
     }
 }
@@ -87,11 +141,57 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
         };
         let logged = LoggedError {
-            code: body.error,
+            code: body.error.as_str(),
             message: body.message.clone(),
         };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(logged);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_has_a_listed_code_and_a_client_or_server_status() {
+        let errors = [
+            ApiError::InvalidUtf8,
+            ApiError::InvalidJson(String::new()),
+            ApiError::InvalidField(String::new()),
+            ApiError::EmptySms,
+            ApiError::TooLarge,
+            ApiError::BodyRead(String::new()),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::NotFound {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/x".into(),
+            },
+            ApiError::MetricsUnavailable(String::new()),
+        ];
+        let codes: Vec<ErrorCode> = errors.iter().map(ApiError::code).collect();
+        assert_eq!(codes, ErrorCode::ALL, "one code per error, in order");
+        for error in &errors {
+            let status = error.status();
+            assert!(
+                status.is_client_error() || error.code() == ErrorCode::MetricsUnavailable,
+                "{error:?} answers {status}"
+            );
+        }
     }
 }

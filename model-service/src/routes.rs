@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
-use crate::error::{ApiError, BODY_LIMIT, ErrorBody};
+use crate::error::{ApiError, BODY_LIMIT, ErrorBody, ErrorCode};
 use crate::model::Label;
 
 /// The response headers the sidecar filter and the `/sms` page read.
@@ -25,9 +25,16 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictRequest<'a> {
-    /// The message to classify.
+    /// The message to classify: at least one character that is not white
+    /// space (the pattern lists Unicode's White_Space characters, which the
+    /// service trims, so every JSON Schema dialect reads it the same way).
     #[serde(borrow)]
-    #[schema(value_type = String, example = "WINNER!! Claim your £900 prize now")]
+    #[schema(
+        value_type = String,
+        example = "WINNER!! Claim your £900 prize now",
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub sms: std::borrow::Cow<'a, str>,
 }
 
@@ -81,6 +88,7 @@ pub struct VersionBody {
         StatusBody,
         VersionBody,
         ErrorBody,
+        ErrorCode,
         Label
     ))
 )]
@@ -96,10 +104,10 @@ pub struct ApiDoc;
         (status = 200, description = "The verdict", body = PredictResponse,
             headers(("x-model-version" = String, description = "The version that answered"),
                     ("x-model-prediction" = String, description = "spam or ham"))),
-        (status = 400, description = "Invalid UTF-8 or JSON, missing or non-string `sms`", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Content type is not application/json", body = ErrorBody),
-        (status = 422, description = "`sms` is empty or whitespace", body = ErrorBody),
+        (status = 400, description = "Invalid UTF-8 or JSON, missing or non-string `sms`, or a body that is not an object (`invalid_utf8`, `invalid_json`, `invalid_field`, `body_read_failed`)", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "`sms` is empty or only white space (`empty_sms`)", body = ErrorBody),
     )
 )]
 pub async fn predict(
@@ -232,22 +240,22 @@ pub async fn version(State(state): State<AppState>) -> Json<VersionBody> {
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.render() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "metrics encoding failed");
-            (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response()
-        }
-    }
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, content_type = "text/plain", body = String),
+    (status = 503, description = "The registry could not be encoded (`metrics_unavailable`)", body = ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render().map_err(|err| {
+        tracing::error!(error = %err, "metrics encoding failed");
+        ApiError::MetricsUnavailable(err.to_string())
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// The endpoints, for a person exploring with curl.

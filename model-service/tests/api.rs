@@ -352,8 +352,39 @@ async fn openapi_document_describes_the_routes() {
     for status in ["200", "400", "413", "415", "422"] {
         assert!(predict["responses"][status].is_object(), "{status}");
     }
+    assert!(
+        doc["paths"]["/metrics"]["get"]["responses"]["503"].is_object(),
+        "the metrics error body is described"
+    );
     let schema = &doc["components"]["schemas"]["PredictRequest"];
     assert_eq!(schema["required"], json!(["sms"]));
+    // The document says what the service does: `sms` must hold a character
+    // that `str::trim` keeps. Checked for every Unicode scalar value.
+    let pattern = schema["properties"]["sms"]["pattern"]
+        .as_str()
+        .expect("sms pattern");
+    let non_blank = regex::Regex::new(pattern).expect("pattern is a valid regex");
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        assert_eq!(
+            non_blank.is_match(c.encode_utf8(&mut [0; 4])),
+            !c.is_whitespace(),
+            "U+{:04X}",
+            c as u32
+        );
+    }
+    // Every error code the service sends is in the document's enum.
+    let codes: Vec<&str> = model_service::error::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorCode"]["enum"],
+        json!(codes)
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["$ref"],
+        "#/components/schemas/ErrorCode"
+    );
     let response = &doc["components"]["schemas"]["PredictResponse"]["properties"];
     for field in ["result", "classifier", "sms", "version", "confidence"] {
         assert!(response[field].is_object(), "{field}");
