@@ -13,6 +13,8 @@ APT_TEST_PACKAGES := prometheus wrk nghttp2-client hyperfine chromium docker-reg
 export ENVOY_BIN ?= $(ENVOY)
 export HELM_BIN ?= $(HELM)
 export KUBERNETES_VALIDATE_BIN ?= $(KUBERNETES_VALIDATE)
+export CHECKOV_BIN ?= $(VENV)/bin/checkov
+export SCHEMATHESIS_BIN ?= $(VENV)/bin/schemathesis
 
 .PHONY: tools tools-python tools-helm tools-wasm tools-apt
 
