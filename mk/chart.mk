@@ -27,6 +27,8 @@ chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --s
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --set istio.trafficSplit.stable=95 --set istio.trafficSplit.canary=5
 	$(HELM) lint --strict $(CHART) --set versions.v2.enabled=false
+	$(HELM) lint --strict $(CHART) --set security.authorizationPolicy.enabled=true \
+	  --set security.peerAuthentication.enabled=true --set security.networkPolicy.enabled=true
 
 chart-template: $(HELM) ## Render the chart to stdout (HELM_ARGS=... to pass --set flags)
 	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS)

@@ -580,6 +580,28 @@ pub fn check_cel_rule(rule: &str, node: &Value) -> Option<bool> {
                     <= 1,
             )
         }
+        r#"(has(self.serviceAccounts) || has(self.notServiceAccounts)) ? (!has(self.principals) && !has(self.notPrincipals) && !has(self.namespaces) && !has(self.notNamespaces)) : true"# =>
+        {
+            let map = node.as_object()?;
+            let has = |k: &str| map.contains_key(k);
+            Some(
+                !(has("serviceAccounts") || has("notServiceAccounts"))
+                    || !(has("principals")
+                        || has("notPrincipals")
+                        || has("namespaces")
+                        || has("notNamespaces")),
+            )
+        }
+        "has(self.portLevelMtls) ? (((has(self.selector) && has(self.selector.matchLabels)) ? self.selector.matchLabels : {}).size() > 0) : true" =>
+        {
+            let map = node.as_object()?;
+            Some(
+                !map.contains_key("portLevelMtls")
+                    || node["selector"]["matchLabels"]
+                        .as_object()
+                        .is_some_and(|labels| !labels.is_empty()),
+            )
+        }
         r#"(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)"# => {
             let map = node.as_object()?;
             Some(map.get("valueFrom") != Some(&json!("HOST")) || !map.contains_key("value"))

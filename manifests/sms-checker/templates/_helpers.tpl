@@ -111,8 +111,32 @@ depends on them, so `helm template` fails with one clear message.
 {{- if not .Values.versions.v1.enabled -}}
 {{- fail "versions.v1.enabled=false is not supported: v1 serves the stable cohort that every route falls back to" -}}
 {{- end -}}
+{{- $callers := .Values.security.meshCallers -}}
+{{- if and (or $callers.namespaces $callers.principals) (not .Values.istio.meshRouting) -}}
+{{- fail "security.meshCallers lists in-mesh callers but istio.meshRouting=false: without the mesh routes they would reach every version directly, outside the experiment; turn istio.meshRouting on or empty the lists" -}}
+{{- end -}}
 {{- end }}
 
+{{/*
+Istio identity of a service account. Call with
+(dict "root" $ "namespace" "istio-system" "serviceAccount" "istio-ingressgateway").
+*/}}
+{{- define "sms-checker.principal" -}}
+{{ .root.Values.security.trustDomain }}/ns/{{ .namespace }}/sa/{{ .serviceAccount }}
+{{- end }}
+
+{{/*
+Namespaces of the in-mesh callers: those listed, and those of the listed
+principals (a NetworkPolicy cannot tell service accounts apart). JSON list.
+*/}}
+{{- define "sms-checker.meshCallerNamespaces" -}}
+{{- $callers := .Values.security.meshCallers -}}
+{{- $out := $callers.namespaces -}}
+{{- range $callers.principals -}}
+{{- $out = append $out (index (splitList "/" .) 2) -}}
+{{- end -}}
+{{- toJson ($out | uniq) -}}
+{{- end }}
 {{/*
 Cohorts and their weights, as the filter and the VirtualService see them.
 With v2 off every user is stable. A cohort of weight 0 stays listed: no user
