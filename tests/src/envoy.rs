@@ -63,6 +63,22 @@ pub struct Bootstrap {
     pub listeners: Vec<ListenerSpec>,
     /// `(cluster name, port on 127.0.0.1)`.
     pub clusters: Vec<(String, u16)>,
+    /// An HTTP access log on every listener; `None`: none.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A file access log per listener, `<dir>/<listener>.access.log`, in a text
+/// format of Envoy's command operators (`%REQ(...)%`, `%RESPONSE_CODE%`, ...).
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub dir: PathBuf,
+    pub format: String,
+}
+
+impl AccessLog {
+    pub fn path(&self, listener: &str) -> PathBuf {
+        self.dir.join(format!("{listener}.access.log"))
+    }
 }
 
 impl Bootstrap {
@@ -72,6 +88,7 @@ impl Bootstrap {
             node_labels: BTreeMap::new(),
             listeners: Vec::new(),
             clusters: Vec::new(),
+            access_log: None,
         }
     }
 
@@ -102,7 +119,11 @@ impl Bootstrap {
                 }],
             },
             "static_resources": {
-                "listeners": self.listeners.iter().map(listener).collect::<Vec<_>>(),
+                "listeners": self
+                    .listeners
+                    .iter()
+                    .map(|spec| listener(spec, self.access_log.as_ref()))
+                    .collect::<Vec<_>>(),
                 "clusters": self.clusters.iter().map(|(name, port)| cluster(name, *port)).collect::<Vec<_>>(),
             },
         })
@@ -156,7 +177,7 @@ pub fn wasm_filter(name: &str, wasm: &Path, plugin_config: &str) -> Value {
     })
 }
 
-fn listener(spec: &ListenerSpec) -> Value {
+fn listener(spec: &ListenerSpec, access_log: Option<&AccessLog>) -> Value {
     let mut filters = Vec::new();
     if let Some((wasm, config)) = &spec.wasm {
         filters.push(wasm_filter(&spec.name, wasm, config));
@@ -201,20 +222,33 @@ fn listener(spec: &ListenerSpec) -> Value {
             json!({"match": matcher, "route": action})
         })
         .collect();
+    let mut manager = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": spec.name,
+        "route_config": {
+            "name": spec.name,
+            "virtual_hosts": [{"name": spec.name, "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": filters,
+    });
+    if let Some(log) = access_log {
+        // Written when the stream ends, from the request headers as the
+        // filters left them.
+        manager["access_log"] = json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": log.path(&spec.name).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string": log.format}},
+            },
+        }]);
+    }
     json!({
         "name": spec.name,
         "address": socket(spec.port),
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": spec.name,
-                "route_config": {
-                    "name": spec.name,
-                    "virtual_hosts": [{"name": spec.name, "domains": ["*"], "routes": routes}],
-                },
-                "http_filters": filters,
-            },
+            "typed_config": manager,
         }]}],
     })
 }
