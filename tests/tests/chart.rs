@@ -1227,9 +1227,28 @@ fn install_dry_run_prints_how_to_reach_the_app() {
         "get svc -l istio=ingressgateway",
         "deployment/model-deployment-v1",
         "sms_model_",
+        "any workload in the cluster can call them directly",
     ] {
         assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
     }
+    let out = chart::helm(&[
+        "install",
+        "sms-checker",
+        &chart.to_string_lossy(),
+        "--dry-run=client",
+        "--set",
+        "security.peerAuthentication.enabled=true",
+        "--set",
+        "security.authorizationPolicy.enabled=true",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let notes = out.split_once("NOTES:").expect("NOTES printed").1;
+    assert!(
+        notes.contains(
+            "STRICT mTLS, AuthorizationPolicy on: the ingress gateway and Prometheus only"
+        ),
+        "{notes}"
+    );
 
     // Chart.yaml's kubeVersion keeps it off clusters older than 1.33.
     let err = chart::helm(&[
