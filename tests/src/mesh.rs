@@ -300,6 +300,22 @@ impl LocalMesh {
         get_text(&sidecar.url("status", "/stats/prometheus"))
     }
 
+    /// A command that runs `program` inside the network namespace of the pod
+    /// of component `name` (its redirect rules apply: a process not run as
+    /// Istio's proxy user goes out through the pod's sidecar).
+    pub fn in_pod(&self, name: &str, program: &str) -> Command {
+        let pid = self
+            .component(name)
+            .pid
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
     /// Changes chart values of the running mesh (`meshctl set`) and waits
     /// until every proxy has the result; `Err` holds meshctl's message.
     pub fn set(&self, values: &[&str]) -> Result<String, String> {
