@@ -5,7 +5,8 @@
 
 use std::fmt::Write;
 
-use super::analysis::{BinCount, Latency, Report, Verdict};
+use super::format::{count, millis, percent};
+use super::model::{BinCount, Latency, Report, Verdict};
 use super::render::{self, Section};
 
 /// Text and attribute escaping for HTML and inline SVG.
@@ -99,8 +100,8 @@ fn traffic_svg(report: &Report) -> String {
             escape(&v.version),
             v.sidecar_requests,
             escape(&v.version),
-            render::count(v.sidecar_requests),
-            render::percent(Some(share)),
+            count(v.sidecar_requests),
+            percent(Some(share)),
         );
         // The legend under the bar names every version, even a thin slice.
         let lx = 150.0 * i as f64;
@@ -109,8 +110,8 @@ fn traffic_svg(report: &Report) -> String {
             "<rect x=\"{lx}\" y=\"48\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"57\">{} {} ({})</text>",
             lx + 14.0,
             escape(&v.version),
-            render::percent(Some(share)),
-            render::count(v.sidecar_requests),
+            percent(Some(share)),
+            count(v.sidecar_requests),
         );
         x += w;
     }
@@ -128,7 +129,7 @@ fn traffic_svg(report: &Report) -> String {
             WIDTH + 6.0,
             y + 13.0,
             escape(&v.version),
-            render::percent(Some(coverage)),
+            percent(Some(coverage)),
         );
     }
     out.push_str("</svg>");
@@ -208,7 +209,7 @@ fn histogram_svg(latency: &Latency) -> String {
             PLOT - h,
             BAR - 4.0,
             bound(bin.lower),
-            render::count(bin.count),
+            count(bin.count),
         );
         if bin.count > 0.0 {
             let _ = write!(
@@ -216,7 +217,7 @@ fn histogram_svg(latency: &Latency) -> String {
                 "<text x=\"{:.1}\" y=\"{:.2}\" text-anchor=\"middle\">{}</text>",
                 x + (BAR - 4.0) / 2.0,
                 PLOT - h - 3.0,
-                render::count(bin.count)
+                count(bin.count)
             );
         }
         let _ = write!(
@@ -234,9 +235,9 @@ fn histogram_svg(latency: &Latency) -> String {
         out,
         "<text x=\"30\" y=\"{}\">le (ms); p50 {}, p95 {}, p99 {}</text></svg>",
         PLOT + 36.0,
-        render::millis(latency.p50),
-        render::millis(latency.p95),
-        render::millis(latency.p99),
+        millis(latency.p50),
+        millis(latency.p95),
+        millis(latency.p99),
     );
     out
 }
@@ -269,7 +270,7 @@ pub fn page(report: &Report) -> String {
             "<figure><figcaption>{} ({}, {} requests)</figcaption>{}</figure>",
             escape(&latency.subject),
             latency.source,
-            render::count(latency.count),
+            count(latency.count),
             histogram_svg(latency)
         );
     }
@@ -283,8 +284,9 @@ pub fn page(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::analysis::tests::{dataset, settings};
-    use super::super::analysis::{Window, analyse};
+    use super::super::analyse;
+    use super::super::model::Window;
+    use super::super::testdata::{dataset, settings};
     use super::*;
 
     fn bin(lower: f64, upper: Option<f64>, count: f64) -> BinCount {

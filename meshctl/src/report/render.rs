@@ -6,32 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use comfy_table::{Cell, CellAlignment, Table, TableStyle, presets};
 
 use super::ReportError;
-use super::analysis::{Report, Verdict};
-
-pub fn count(value: f64) -> String {
-    if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.1}")
-    }
-}
-
-pub fn percent(value: Option<f64>) -> String {
-    value.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0))
-}
-
-/// Milliseconds with two decimals, or three significant digits below 1 ms
-/// (the model-service answers in microseconds).
-pub fn millis(value: Option<f64>) -> String {
-    value.map_or("-".to_string(), |v| {
-        if v == 0.0 || v.abs() >= 1.0 {
-            format!("{v:.2} ms")
-        } else {
-            let decimals = (2.0 - v.abs().log10().floor()).clamp(2.0, 9.0) as usize;
-            format!("{v:.decimals$} ms")
-        }
-    })
-}
+use super::format::{count, millis, percent};
+use super::model::{Report, Role, Verdict};
 
 /// One titled table: header and rows of text, numbers right-aligned.
 pub struct Section {
@@ -42,7 +18,7 @@ pub struct Section {
 }
 
 pub fn sections(report: &Report) -> Vec<Section> {
-    let role = |r: Option<super::analysis::Role>| r.map_or("-".to_string(), |r| r.to_string());
+    let role = |r: Option<Role>| r.map_or("-".to_string(), |r| r.to_string());
     let mut out = vec![Section {
         title: "Traffic per version",
         header: [
@@ -292,8 +268,9 @@ pub fn json(report: &Report) -> Result<String, ReportError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::analysis::tests::{dataset, settings};
-    use super::super::analysis::{Window, analyse};
+    use super::super::analyse;
+    use super::super::model::Window;
+    use super::super::testdata::{dataset, settings};
     use super::*;
 
     fn report(errors: f64) -> Report {
@@ -352,16 +329,5 @@ mod tests {
             bins.last().unwrap()["upper"].is_null(),
             "+Inf bucket has no upper bound"
         );
-    }
-
-    #[test]
-    fn counts_and_missing_values_format_plainly() {
-        assert_eq!(count(183.0), "183");
-        assert_eq!(count(2.5), "2.5");
-        assert_eq!(percent(None), "-");
-        assert_eq!(millis(Some(1.234)), "1.23 ms");
-        assert_eq!(millis(Some(0.004567)), "0.00457 ms");
-        assert_eq!(millis(Some(0.25)), "0.250 ms");
-        assert_eq!(millis(Some(0.0)), "0.00 ms");
     }
 }
