@@ -233,7 +233,10 @@ fn counts_equal_the_traffic_sent_and_little_traffic_is_insufficient_data() {
     let second = tally(&send(&mesh, 570, 30));
     let sent = first.total + second.total;
     wait_for_scrapes(&mesh, &expected(&[&first, &second]));
-    let (code, r) = report(&mesh, &[]);
+    // Within 6 points: with no errors in about 300 requests per arm the
+    // anytime-valid upper bound is about 4 points (2 points take about 500
+    // per arm, see meshctl/src/report/README.md).
+    let (code, r) = report(&mesh, &["--max-error-increase", "0.06"]);
     assert_ne!(code, 4, "no fault, yet roll back: {r}");
     assert_ne!(r["verdict"], "roll_back");
     assert_eq!(first.unavailable + second.unavailable, 0.0);

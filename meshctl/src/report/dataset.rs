@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ReportError;
-use super::model::Window;
+use super::model::{Role, Source, Window};
 use super::prom::{self, Increase, Labels, Prometheus};
 use super::stats::quantile::{Bucket, Histogram};
 
@@ -19,6 +19,8 @@ impl MetricNames {
     pub const SIDECAR_DURATION: &'static str = "sms_model_request_duration_milliseconds_bucket";
     pub const GATEWAY_REQUESTS: &'static str = "sms_cohort_requests_total";
     pub const GATEWAY_DURATION: &'static str = "sms_cohort_request_duration_milliseconds_bucket";
+    /// Per request, `user="new"` when the gateway issued a cookie.
+    pub const GATEWAY_USERS: &'static str = "sms_cohort_users_total";
     /// The model-service's own metrics never carry the Envoy prefix.
     pub const SERVICE_PREDICTIONS: &'static str = "model_predictions_total";
     pub const SERVICE_LATENCY: &'static str = "model_prediction_latency_seconds_bucket";
@@ -35,6 +37,7 @@ impl MetricNames {
             self.filter(Self::SIDECAR_DURATION),
             self.filter(Self::GATEWAY_REQUESTS),
             self.filter(Self::GATEWAY_DURATION),
+            self.filter(Self::GATEWAY_USERS),
             Self::SERVICE_PREDICTIONS.to_string(),
             Self::SERVICE_LATENCY.to_string(),
         ]
@@ -136,6 +139,36 @@ impl Dataset {
         self.names.filter(MetricNames::GATEWAY_REQUESTS)
     }
 
+    /// Spam and ham answers of a version: from its sidecar, or from the
+    /// model-service's own counter when no sidecar reported predictions.
+    pub fn spam_and_ham(&self, version: &str) -> (f64, f64) {
+        let sidecar = self.sidecar_requests();
+        let count = |name: &str, key: &str, value: &str| {
+            self.sum(name, |l| {
+                label(l, "version") == version && label(l, key) == value
+            })
+        };
+        let spam = count(&sidecar, "prediction", "spam");
+        let ham = count(&sidecar, "prediction", "ham");
+        if spam + ham > 0.0 {
+            return (spam, ham);
+        }
+        (
+            count(MetricNames::SERVICE_PREDICTIONS, "result", "spam"),
+            count(MetricNames::SERVICE_PREDICTIONS, "result", "ham"),
+        )
+    }
+
+    /// Users the gateway assigned to `cohort` for the first time, or `None`
+    /// when it reports no user counts at all.
+    pub fn new_users(&self, cohort: &str) -> Option<f64> {
+        let name = self.names.filter(MetricNames::GATEWAY_USERS);
+        self.series(&name).next()?;
+        Some(self.sum(&name, |l| {
+            label(l, "cohort") == cohort && label(l, "user") == "new"
+        }))
+    }
+
     /// Sidecar histogram for a set of versions.
     pub fn sidecar_latency(&self, versions: &BTreeSet<String>) -> Histogram {
         let name = self.names.filter(MetricNames::SIDECAR_DURATION);
@@ -151,5 +184,93 @@ impl Dataset {
         self.histogram(MetricNames::SERVICE_LATENCY, 1000.0, |l| {
             label(l, "version") == version
         })
+    }
+}
+
+/// What one arm of a comparison shows over one interval.
+#[derive(Debug, Clone, Default)]
+pub struct Arm {
+    pub requests: f64,
+    pub errors: f64,
+    pub spam: f64,
+    /// Spam and ham answers.
+    pub predictions: f64,
+    pub latency: Histogram,
+    /// New users the gateway assigned to the arm's cohort; `None` without
+    /// gateway user counts (or for an arm judged on its sidecars).
+    pub new_users: Option<f64>,
+}
+
+/// A candidate and stable over one interval: what the checks judge.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub source: Source,
+    pub candidate: Arm,
+    pub baseline: Arm,
+    /// Configured share of new users for the canary cohort during the
+    /// interval (0..1), when known: the sample ratio check needs it.
+    pub canary_share: Option<f64>,
+}
+
+impl Evidence {
+    /// The canary is judged on what users saw at the gateway (faults
+    /// injected by the VirtualService never reach the canary's sidecar); the
+    /// shadow, whose answers users never see, on its sidecar. `source`
+    /// forces one; without it the canary falls back to its sidecar when the
+    /// gateway has no requests of both cohorts.
+    pub fn of(
+        data: &Dataset,
+        candidate: Role,
+        candidates: &BTreeSet<String>,
+        stable: &BTreeSet<String>,
+        source: Option<Source>,
+    ) -> Evidence {
+        let gateway = data.gateway_requests();
+        let sidecar = data.sidecar_requests();
+        let cohort_requests =
+            |role: Role| data.sum(&gateway, |l| label(l, "cohort") == role.as_str());
+        let source = source.unwrap_or(
+            if candidate != Role::Shadow
+                && cohort_requests(candidate) > 0.0
+                && cohort_requests(Role::Stable) > 0.0
+            {
+                Source::Gateway
+            } else {
+                Source::Sidecar
+            },
+        );
+        let spam = |versions: &BTreeSet<String>| {
+            versions.iter().fold((0.0, 0.0), |(s, n), v| {
+                let (spam, ham) = data.spam_and_ham(v);
+                (s + spam, n + spam + ham)
+            })
+        };
+        let arm = |role: Role, versions: &BTreeSet<String>| {
+            let (spam, predictions) = spam(versions);
+            let mut arm = Arm {
+                spam,
+                predictions,
+                ..Arm::default()
+            };
+            if source == Source::Gateway {
+                let mine = |l: &Labels| label(l, "cohort") == role.as_str();
+                arm.requests = data.sum(&gateway, mine);
+                arm.errors = data.sum(&gateway, |l| mine(l) && is_error(l));
+                arm.latency = data.gateway_latency(role.as_str());
+                arm.new_users = data.new_users(role.as_str());
+            } else {
+                let mine = |l: &Labels| versions.contains(label(l, "version"));
+                arm.requests = data.sum(&sidecar, mine);
+                arm.errors = data.sum(&sidecar, |l| mine(l) && is_error(l));
+                arm.latency = data.sidecar_latency(versions);
+            }
+            arm
+        };
+        Evidence {
+            source,
+            candidate: arm(candidate, candidates),
+            baseline: arm(Role::Stable, stable),
+            canary_share: None,
+        }
     }
 }

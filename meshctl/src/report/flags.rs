@@ -2,9 +2,116 @@
 //! same thresholds): each parser names what it expects, so clap's usage
 //! error says exactly what was wrong.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::model::Role;
+use super::ReportError;
+use super::dataset::MetricNames;
+use super::model::{Gate, Role, Settings};
+use super::prom::Prometheus;
+
+/// Where the experiment's metrics are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrometheusArgs {
+    /// Prometheus base URL (a cluster's through `kubectl port-forward`)
+    #[arg(long, default_value = "http://127.0.0.1:9090", env = "MESHCTL_PROMETHEUS", value_parser = parse_url)]
+    pub prometheus: String,
+    /// Prefix before the filter's metric names, if the proxy adds one (e.g. `envoy_`)
+    #[arg(long, default_value = "", value_parser = parse_prefix)]
+    pub metric_prefix: String,
+    /// HTTP timeout per Prometheus query, in seconds
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+impl PrometheusArgs {
+    pub fn client(&self) -> Result<Prometheus, ReportError> {
+        Prometheus::new(&self.prometheus, Duration::from_secs(self.timeout))
+    }
+
+    pub fn names(&self) -> MetricNames {
+        MetricNames {
+            prefix: self.metric_prefix.clone(),
+        }
+    }
+}
+
+/// What decides a check: the confidence sequences' level and tuning, the
+/// minimum samples, the tolerances. Shared by `report` and `rollout`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecisionArgs {
+    /// Role of a version, VERSION=stable|canary|shadow; repeat to add or override
+    /// (chart defaults: v1=stable, v2=canary, v3=shadow)
+    #[arg(long = "role", value_parser = parse_role)]
+    pub roles: Vec<(String, Role)>,
+    /// Confidence of the confidence sequences, over every look together:
+    /// false roll-backs plus false promotions stay within 1 - confidence
+    #[arg(long, default_value_t = 0.95, value_parser = parse_open_unit)]
+    pub confidence: f64,
+    /// Effective requests per arm at which the confidence sequences are
+    /// narrowest (sets the normal mixture's rho)
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_positive)]
+    pub sequence_tuning: f64,
+    /// Fewer requests than this in either arm of a check means "insufficient
+    /// data" (a clear roll-back is taken earlier)
+    #[arg(long, default_value_t = 100)]
+    pub min_requests: u64,
+    /// Fewer new users than this keeps the sample ratio check undecided
+    #[arg(long, default_value_t = 100)]
+    pub min_users: u64,
+    /// Tolerated increase of the error rate over stable (0.02 = 2 percentage
+    /// points): promotion needs the error rate shown to be below stable's + this
+    #[arg(long, default_value_t = 0.02, value_parser = parse_unit)]
+    pub max_error_increase: f64,
+    /// Tolerated shift of the spam ratio either way before holding for review
+    #[arg(long, default_value_t = 0.05, value_parser = parse_unit)]
+    pub max_spam_shift: f64,
+    /// A worse latency tail rolls back only when the p95 grows by more than
+    /// this many milliseconds
+    #[arg(long, default_value_t = 10.0, value_parser = parse_non_negative)]
+    pub max_p95_increase_ms: f64,
+    /// Assumed correlation between the requests of one user (0 = independent,
+    /// 1 = each user counts once); sets the design effect
+    #[arg(long, default_value_t = 0.05, value_parser = parse_unit)]
+    pub icc: f64,
+    /// A sample ratio mismatch with a chi-square p-value below this holds
+    #[arg(long, default_value_t = 0.001, value_parser = parse_open_unit)]
+    pub srm_p: f64,
+    /// Latency thresholds in ms for the "share under" columns, comma separated
+    #[arg(long, value_delimiter = ',', default_value = "5,25,100", value_parser = parse_threshold)]
+    pub thresholds_ms: Vec<f64>,
+}
+
+impl DecisionArgs {
+    pub fn settings(&self, gate: Gate, canary_weight: Option<f64>) -> Settings {
+        Settings {
+            roles: roles(&self.roles),
+            confidence: self.confidence,
+            sequence_tuning: self.sequence_tuning,
+            min_requests: self.min_requests as f64,
+            min_users: self.min_users as f64,
+            max_error_increase: self.max_error_increase,
+            max_spam_shift: self.max_spam_shift,
+            max_p95_increase_ms: self.max_p95_increase_ms,
+            icc: self.icc,
+            canary_weight,
+            srm_p: self.srm_p,
+            thresholds_ms: self.thresholds_ms.clone(),
+            gate,
+        }
+    }
+}
+
+/// The chart's default roles, then the user's overrides.
+fn roles(overrides: &[(String, Role)]) -> BTreeMap<String, Role> {
+    let mut roles = BTreeMap::from([
+        ("v1".to_string(), Role::Stable),
+        ("v2".to_string(), Role::Canary),
+        ("v3".to_string(), Role::Shadow),
+    ]);
+    roles.extend(overrides.iter().cloned());
+    roles
+}
 
 /// A Prometheus duration: one or more `<number><unit>` with units
 /// y, w, d, h, m, s, ms.
@@ -131,14 +238,22 @@ pub fn parse_unit(text: &str) -> Result<f64, String> {
     }
 }
 
-pub fn parse_effect(text: &str) -> Result<f64, String> {
+pub fn parse_positive(text: &str) -> Result<f64, String> {
     let v = parse_number(text)?;
-    if v > 0.5 && v <= 1.0 {
+    if v > 0.0 {
         Ok(v)
     } else {
-        Err(format!(
-            "{v} must lie in (0.5, 1]: 0.5 means no difference at all"
-        ))
+        Err(format!("{v} must be positive"))
+    }
+}
+
+/// A weight in percent, as the chart's `istio.trafficSplit` takes it.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let v = parse_number(text)?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a percentage between 0 and 100"))
     }
 }
 
@@ -180,8 +295,10 @@ mod tests {
         assert!(parse_open_unit("1").is_err());
         assert!(parse_open_unit("0.99").is_ok());
         assert!(parse_unit("1.5").is_err());
-        assert!(parse_effect("0.5").is_err());
-        assert!(parse_effect("0.71").is_ok());
+        assert!(parse_positive("0").is_err());
+        assert!(parse_positive("1000").is_ok());
+        assert!(parse_percent("100.5").is_err());
+        assert!(parse_percent("12.5").is_ok());
         assert!(parse_threshold("0").is_err());
         assert!(parse_non_negative("-1").is_err());
         assert!(parse_non_negative("0").is_ok());
@@ -196,5 +313,23 @@ mod tests {
         assert!(parse_prefix("envoy_").is_ok());
         assert!(parse_prefix("9x").is_err());
         assert!(parse_prefix("a|b").is_err());
+    }
+
+    #[test]
+    fn roles_default_to_the_chart_and_can_be_overridden() {
+        assert_eq!(
+            parse_role("v4=Canary"),
+            Ok(("v4".to_string(), Role::Canary))
+        );
+        assert!(parse_role("v4").is_err());
+        assert!(parse_role("=canary").is_err());
+        assert!(parse_role("v4=primary").is_err());
+        let r = roles(&[
+            ("v2".to_string(), Role::Shadow),
+            ("v4".to_string(), Role::Canary),
+        ]);
+        assert_eq!(r["v1"], Role::Stable);
+        assert_eq!(r["v2"], Role::Shadow);
+        assert_eq!(r["v4"], Role::Canary);
     }
 }

@@ -16,17 +16,15 @@ mod stats;
 mod testdata;
 mod traffic;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dataset::{Dataset, MetricNames};
-use flags::{
-    parse_duration, parse_effect, parse_non_negative, parse_open_unit, parse_prefix, parse_role,
-    parse_threshold, parse_time, parse_unit, parse_url,
-};
-use model::{Gate, Report, Role, Settings, Verdict, Window};
+use dataset::Dataset;
+pub use flags::{DecisionArgs, PrometheusArgs, parse_duration};
+use flags::{parse_percent, parse_time};
+use model::Gate;
+pub use model::{Comparison, Report, Settings, Verdict, Window};
 
 /// Failures of the report itself (never a verdict).
 #[derive(Debug, thiserror::Error)]
@@ -72,22 +70,14 @@ pub enum Format {
                   1 the report failed (e.g. Prometheus unreachable), 2 usage error."
 )]
 pub struct ReportArgs {
-    /// Prometheus base URL (a cluster's through `kubectl port-forward`)
-    #[arg(long, default_value = "http://127.0.0.1:9090", env = "MESHCTL_PROMETHEUS", value_parser = parse_url)]
-    pub prometheus: String,
+    #[command(flatten)]
+    pub source: PrometheusArgs,
     /// How far back from --end to look (Prometheus duration: 30s, 15m, 1h30m, 2d)
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub window: Duration,
     /// End of the window: RFC 3339 (2026-11-26T07:00:00Z) or Unix seconds [default: now]
     #[arg(long, value_parser = parse_time)]
     pub end: Option<f64>,
-    /// Role of a version, VERSION=stable|canary|shadow; repeat to add or override
-    /// (chart defaults: v1=stable, v2=canary, v3=shadow)
-    #[arg(long = "role", value_parser = parse_role)]
-    pub roles: Vec<(String, Role)>,
-    /// Prefix before the filter's metric names, if the proxy adds one (e.g. `envoy_`)
-    #[arg(long, default_value = "", value_parser = parse_prefix)]
-    pub metric_prefix: String,
     /// Output on stdout
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -97,48 +87,31 @@ pub struct ReportArgs {
     /// Which comparisons decide the verdict and exit code
     #[arg(long, value_enum, default_value_t = Gate::Canary)]
     pub gate: Gate,
-    /// Confidence level of the intervals; 1 - confidence is the tests' alpha
-    #[arg(long, default_value_t = 0.95, value_parser = parse_open_unit)]
-    pub confidence: f64,
-    /// Fewer requests than this in either arm of a check means "insufficient data"
-    #[arg(long, default_value_t = 100)]
-    pub min_requests: u64,
-    /// Tolerated increase of the error rate over stable (0.02 = 2 percentage points)
-    #[arg(long, default_value_t = 0.02, value_parser = parse_unit)]
-    pub max_error_increase: f64,
-    /// Tolerated shift of the spam ratio either way before holding for review
-    #[arg(long, default_value_t = 0.05, value_parser = parse_unit)]
-    pub max_spam_shift: f64,
-    /// Roll back when P(candidate slower) reaches this (Vargha-Delaney A: 0.56 small, 0.64 medium, 0.71 large)
-    #[arg(long, default_value_t = 0.64, value_parser = parse_effect)]
-    pub max_latency_effect: f64,
-    /// ... and only when the p95 grows by more than this many milliseconds
-    #[arg(long, default_value_t = 10.0, value_parser = parse_non_negative)]
-    pub max_p95_increase_ms: f64,
-    /// Latency thresholds in ms for the "share under" columns, comma separated
-    #[arg(long, value_delimiter = ',', default_value = "5,25,100", value_parser = parse_threshold)]
-    pub thresholds_ms: Vec<f64>,
-    /// HTTP timeout per Prometheus query, in seconds
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
-}
-
-/// The chart's default roles, then the user's overrides.
-fn roles(overrides: &[(String, Role)]) -> BTreeMap<String, Role> {
-    let mut roles = BTreeMap::from([
-        ("v1".to_string(), Role::Stable),
-        ("v2".to_string(), Role::Canary),
-        ("v3".to_string(), Role::Shadow),
-    ]);
-    roles.extend(overrides.iter().cloned());
-    roles
+    /// The canary's configured percent of new users (istio.trafficSplit.canary)
+    /// during the window: turns on the sample ratio mismatch check
+    #[arg(long, value_parser = parse_percent)]
+    pub canary_weight: Option<f64>,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
 }
 
 /// Builds the whole report from one window's data: the tables, the
 /// comparisons and the verdict of the gated ones.
 pub fn analyse(prometheus: &str, window: Window, settings: Settings, data: &Dataset) -> Report {
-    let tables = traffic::tables(&settings, data);
     let comparisons = checks::comparisons(&settings, data);
+    assemble(prometheus, window, settings, data, comparisons)
+}
+
+/// A report of `data`'s tables with comparisons judged elsewhere (the
+/// rollout judges its check intervals, not one window).
+pub fn assemble(
+    prometheus: &str,
+    window: Window,
+    settings: Settings,
+    data: &Dataset,
+    comparisons: Vec<Comparison>,
+) -> Report {
+    let tables = traffic::tables(&settings, data);
     let verdict = Verdict::combine(comparisons.iter().filter(|c| c.gating).map(|c| c.verdict));
     Report {
         prometheus: prometheus.to_string(),
@@ -154,16 +127,21 @@ pub fn analyse(prometheus: &str, window: Window, settings: Settings, data: &Data
     }
 }
 
+/// Seconds since the Unix epoch, as Prometheus timestamps samples.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 /// Queries Prometheus, prints the report, writes the HTML page if asked,
 /// and returns the verdict's exit code.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let client = prom::Prometheus::new(&args.prometheus, Duration::from_secs(args.timeout))?;
+    let client = args.source.client()?;
     let end = match args.end {
         Some(end) => end,
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default(),
+        None => now(),
     };
     let seconds = args.window.as_secs_f64();
     let window = Window {
@@ -171,28 +149,15 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         end,
         seconds,
     };
-    let names = MetricNames {
-        prefix: args.metric_prefix.clone(),
-    };
-    let data = Dataset::fetch(&client, names, &window)?;
+    let data = Dataset::fetch(&client, args.source.names(), &window)?;
     if data.is_empty() {
         eprintln!(
             "meshctl report: no experiment series in {} for this window (is the mesh scraped? is --metric-prefix right?)",
-            args.prometheus
+            args.source.prometheus
         );
     }
-    let settings = Settings {
-        roles: roles(&args.roles),
-        confidence: args.confidence,
-        min_requests: args.min_requests as f64,
-        max_error_increase: args.max_error_increase,
-        max_spam_shift: args.max_spam_shift,
-        max_latency_effect: args.max_latency_effect,
-        max_p95_increase_ms: args.max_p95_increase_ms,
-        thresholds_ms: args.thresholds_ms.clone(),
-        gate: args.gate,
-    };
-    let report = analyse(&args.prometheus, window, settings, &data);
+    let settings = args.decision.settings(args.gate, args.canary_weight);
+    let report = analyse(&args.source.prometheus, window, settings, &data);
     let text = match args.format {
         Format::Table => render::table(&report),
         Format::Markdown => render::markdown(&report),
@@ -210,26 +175,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use super::dataset::MetricNames;
     use super::testdata::{inc, settings, window};
     use super::*;
-
-    #[test]
-    fn roles_default_to_the_chart_and_can_be_overridden() {
-        assert_eq!(
-            parse_role("v4=Canary"),
-            Ok(("v4".to_string(), Role::Canary))
-        );
-        assert!(parse_role("v4").is_err());
-        assert!(parse_role("=canary").is_err());
-        assert!(parse_role("v4=primary").is_err());
-        let r = roles(&[
-            ("v2".to_string(), Role::Shadow),
-            ("v4".to_string(), Role::Canary),
-        ]);
-        assert_eq!(r["v1"], Role::Stable);
-        assert_eq!(r["v2"], Role::Shadow);
-        assert_eq!(r["v4"], Role::Canary);
-    }
 
     #[test]
     fn a_non_http_url_is_a_usage_error() {

@@ -6,8 +6,10 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::stats::MannWhitney;
 use super::stats::quantile::ShareUnder;
-use super::stats::{MannWhitney, RateComparison};
+use super::stats::sequential::RateComparison;
+use super::stats::srm::SampleRatio;
 
 /// What a version does in the experiment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -48,12 +50,22 @@ pub enum Gate {
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub roles: BTreeMap<String, Role>,
+    /// 1 - alpha of the confidence sequences: over every look together.
     pub confidence: f64,
+    /// Effective requests at which the confidence sequences are narrowest.
+    pub sequence_tuning: f64,
     pub min_requests: f64,
+    pub min_users: f64,
     pub max_error_increase: f64,
     pub max_spam_shift: f64,
-    pub max_latency_effect: f64,
     pub max_p95_increase_ms: f64,
+    /// Assumed correlation of one user's requests (the design effect).
+    pub icc: f64,
+    /// The canary's configured percent of new users, for the sample ratio
+    /// check; `None` skips it.
+    pub canary_weight: Option<f64>,
+    /// Sample ratio mismatch below this p-value holds.
+    pub srm_p: f64,
     pub thresholds_ms: Vec<f64>,
     pub gate: Gate,
 }
@@ -154,6 +166,7 @@ pub struct Latency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
+    SampleRatio,
     ErrorRate,
     SpamRatio,
     Latency,
@@ -162,6 +175,7 @@ pub enum Metric {
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Metric::SampleRatio => "sample ratio",
             Metric::ErrorRate => "error rate",
             Metric::SpamRatio => "spam ratio",
             Metric::Latency => "latency",
@@ -215,6 +229,7 @@ impl fmt::Display for Verdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyComparison {
+    /// Shown, not decided on: a rank test has no anytime-valid form here.
     pub test: MannWhitney,
     pub candidate_p95: Option<f64>,
     pub baseline_p95: Option<f64>,
@@ -225,6 +240,8 @@ pub struct LatencyComparison {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TailComparison {
+    /// The bound of the latest interval (each interval takes the bound from
+    /// stable's data before it, see `checks::tail_strata`).
     pub above_ms: f64,
     pub rates: RateComparison,
 }
@@ -239,6 +256,8 @@ pub struct Check {
     pub rates: Option<RateComparison>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyComparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<SampleRatio>,
 }
 
 impl Check {
@@ -252,6 +271,7 @@ impl Check {
             detail: String::new(),
             rates: None,
             latency: None,
+            sample_ratio: None,
         }
     }
 }

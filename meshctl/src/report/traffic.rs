@@ -89,7 +89,7 @@ pub fn tables(settings: &Settings, data: &Dataset) -> Tables {
             let mine = |l: &Labels| label(l, "version") == v;
             let requests = data.sum(&sidecar, mine);
             let errors = data.sum(&sidecar, |l| mine(l) && is_error(l));
-            let (spam, ham) = spam_and_ham(data, v);
+            let (spam, ham) = data.spam_and_ham(v);
             let role = role_of(v);
             let counted = data.sum(&share_source, mine);
             VersionTraffic {
@@ -218,26 +218,6 @@ pub fn tables(settings: &Settings, data: &Dataset) -> Tables {
         version_cohorts,
         latency,
     }
-}
-
-/// Spam and ham answers of a version: from its sidecar, or from the
-/// model-service's own counter when no sidecar reported predictions.
-pub fn spam_and_ham(data: &Dataset, version: &str) -> (f64, f64) {
-    let sidecar = data.sidecar_requests();
-    let count = |name: &str, key: &str, value: &str| {
-        data.sum(name, |l| {
-            label(l, "version") == version && label(l, key) == value
-        })
-    };
-    let spam = count(&sidecar, "prediction", "spam");
-    let ham = count(&sidecar, "prediction", "ham");
-    if spam + ham > 0.0 {
-        return (spam, ham);
-    }
-    (
-        count(MetricNames::SERVICE_PREDICTIONS, "result", "spam"),
-        count(MetricNames::SERVICE_PREDICTIONS, "result", "ham"),
-    )
 }
 
 #[cfg(test)]
