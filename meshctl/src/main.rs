@@ -14,6 +14,7 @@ mod chart;
 mod image;
 mod mesh;
 mod report;
+mod rollout;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     Set(mesh::SetArgs),
     /// Compare the experiment's versions on Prometheus data: tables, histograms, a verdict
     Report(report::ReportArgs),
+    /// Ramp the canary step by step, judged at every interval; roll back on evidence of harm
+    Rollout(rollout::RolloutArgs),
     /// Build the filter and model-service OCI images without Docker, and push them
     Image(image::ImageArgs),
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => mesh::run(args),
         Command::Set(args) => mesh::set(args),
         Command::Report(args) => report::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Image(args) => image::run(args),
     };
     match result {

@@ -3,17 +3,17 @@
 //! compared with stable, and a verdict whose exit code a pipeline can act on.
 //! See `README.md` beside this file for the statistics and exit codes.
 
-mod checks;
-mod dataset;
+pub mod checks;
+pub mod dataset;
 mod flags;
 mod format;
-mod html;
-mod model;
-mod prom;
+pub mod html;
+pub mod model;
+pub mod prom;
 mod render;
-mod stats;
+pub mod stats;
 #[cfg(test)]
-mod testdata;
+pub mod testdata;
 mod traffic;
 
 use std::path::PathBuf;
@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dataset::Dataset;
 pub use flags::{DecisionArgs, PrometheusArgs, parse_duration};
 use flags::{parse_percent, parse_time};
-use model::Gate;
-pub use model::{Comparison, Report, Settings, Verdict, Window};
+pub use model::Gate;
+pub use model::{Comparison, Report, Role, Settings, Verdict, Window};
 
 /// Failures of the report itself (never a verdict).
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,249 @@
+//! `meshctl rollout`: ramps the canary through `--steps`, checking the
+//! experiment's evidence every `--interval` with the report's statistics,
+//! and rolls back, holds or promotes on its own. See `README.md` beside the
+//! report for the statistics and the top-level README for the workflow.
+//!
+//! The decisions (`engine`) and the loop (`drive`) reach the mesh only
+//! through two traits: `apply::WeightApplier` sets the canary weight,
+//! `evidence::EvidenceReader` reads the report's dataset over an interval.
+//! On a cluster the weight goes through `helm upgrade --reuse-values`.
+
+pub mod apply;
+pub mod drive;
+pub mod engine;
+pub mod events;
+pub mod evidence;
+pub mod plan;
+#[cfg(test)]
+mod simulation;
+
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::report::{self, DecisionArgs, Gate, PrometheusArgs, Window, parse_duration};
+
+use drive::{Clock, Io};
+use events::Event;
+use plan::{Plan, parse_steps};
+
+/// Ramp the canary (v2) step by step on a Helm release, judged at every
+/// interval by statistics that stay valid when watched continuously.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 promoted (or the last step reached), 3 aborted after holding \
+                        or a step declined, 4 rolled back, 5 aborted for lack of data, 130 \
+                        interrupted; after 3, 4, 5 and 130 the canary is at 0%. 1 the rollout \
+                        failed (the canary is set to 0% if it can be), 2 usage error."
+)]
+pub struct RolloutArgs {
+    /// Canary weights in percent, strictly increasing
+    #[arg(long, default_value = "5,10,25,50,100")]
+    pub steps: Steps,
+    /// Least time at each step before it may be promoted
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub step_time: Duration,
+    /// Least requests at each step, on the canary and on stable, before it may be promoted
+    #[arg(long, default_value_t = 200)]
+    pub step_requests: u64,
+    /// Time between checks
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// How long a step may go on past --step-time without passing before the rollout aborts
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub hold_limit: Duration,
+    /// Ask before applying each step's weight
+    #[arg(long)]
+    pub confirm: bool,
+    /// Helm release of the chart on the cluster
+    #[arg(long, default_value = "sms-checker")]
+    pub release: String,
+    /// Namespace of the release
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The chart `helm upgrade` is given (its values are reused)
+    #[arg(long, default_value = "manifests/sms-checker")]
+    pub chart: PathBuf,
+    /// Helm, for `helm upgrade`
+    #[arg(long, env = "HELM_BIN", default_value = ".tools/bin/helm")]
+    pub helm: PathBuf,
+    /// Roll out on the local mesh of this run folder (`meshctl run --run-dir`) instead of a release
+    #[arg(long, conflicts_with_all = ["release", "namespace"])]
+    pub run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: PrometheusArgs,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// The event log: one JSON object per line
+    #[arg(long, default_value = "rollout-events.jsonl")]
+    pub events: PathBuf,
+    /// The HTML report written at the end
+    #[arg(long, default_value = "rollout-report.html")]
+    pub html: PathBuf,
+}
+
+/// The parsed `--steps`.
+#[derive(Debug, Clone)]
+pub struct Steps(pub Vec<u8>);
+
+impl std::str::FromStr for Steps {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Steps, String> {
+        parse_steps(text).map(Steps)
+    }
+}
+
+/// Real time; a signal sets `stop`.
+struct SystemClock {
+    stop: Arc<AtomicBool>,
+}
+
+impl Clock for SystemClock {
+    fn now(&mut self) -> f64 {
+        report::now()
+    }
+
+    fn wait_until(&mut self, time: f64) -> bool {
+        while !self.stop.load(Ordering::Relaxed) {
+            let left = time - report::now();
+            if left <= 0.0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_secs_f64(left.min(0.1)));
+        }
+        false
+    }
+}
+
+/// Reads y/yes or an empty line on stdin as yes; anything else, or a closed
+/// stdin, as no.
+fn ask(step: usize, canary: u8) -> bool {
+    eprint!("step {step}: set the canary to {canary}%? [Y/n] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => matches!(line.trim().to_lowercase().as_str(), "" | "y" | "yes"),
+    }
+}
+
+pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+    if args.run_dir.is_some() {
+        bail!(
+            "--run-dir: local-mesh rollout needs `meshctl set` (a live change of the running \
+             local mesh's values), which meshctl does not have yet; roll out on a cluster with \
+             --release and --namespace"
+        );
+    }
+    let plan = match Plan::new(
+        args.steps.0.clone(),
+        args.step_time,
+        args.step_requests,
+        args.interval,
+        args.hold_limit,
+        args.confirm,
+    ) {
+        Ok(plan) => plan,
+        Err(usage) => {
+            // A usage error, like clap's: exit 2.
+            eprintln!("meshctl rollout: {usage}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !args.helm.exists() {
+        bail!(
+            "--helm: no helm at {} (run `make tools`, or set HELM_BIN)",
+            args.helm.display()
+        );
+    }
+    let settings = args.decision.settings(Gate::Canary, None);
+    let mut weights = apply::Helm {
+        helm: args.helm.clone(),
+        chart: args.chart.clone(),
+        release: args.release.clone(),
+        namespace: args.namespace.clone(),
+    };
+    let mut reader = evidence::FromPrometheus {
+        client: args.source.client()?,
+        names: args.source.names(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("install signal handler")?;
+    }
+    let mut clock = SystemClock { stop };
+    let mut log_file = File::create(&args.events)
+        .with_context(|| format!("--events: cannot create {}", args.events.display()))?;
+    let mut write_error = None;
+    let mut log = |event: &Event| {
+        println!("{}", event.text());
+        let line = serde_json::to_string(event).map(|mut l| {
+            l.push('\n');
+            l
+        });
+        if let Err(e) = line
+            .map_err(std::io::Error::other)
+            .and_then(|l| log_file.write_all(l.as_bytes()))
+        {
+            write_error.get_or_insert(e);
+        }
+    };
+    let mut confirm = ask;
+    let outcome = drive::drive(
+        plan,
+        settings.clone(),
+        &mut Io {
+            weights: &mut weights,
+            evidence: &mut reader,
+            clock: &mut clock,
+            confirm: &mut confirm,
+            log: &mut log,
+        },
+    )?;
+    if let Some(e) = write_error {
+        eprintln!(
+            "meshctl rollout: the event log {} is incomplete: {e}",
+            args.events.display()
+        );
+    }
+    write_report(&args, &mut reader, settings, &outcome);
+    Ok(ExitCode::from(outcome.end.exit_code()))
+}
+
+/// The report's HTML page over the whole rollout, its canary comparison the
+/// rollout's own (judged interval by interval). A failure here is reported
+/// but does not change the rollout's exit code.
+fn write_report(
+    args: &RolloutArgs,
+    reader: &mut evidence::FromPrometheus,
+    settings: report::Settings,
+    outcome: &drive::Outcome,
+) {
+    let window = Window {
+        start: outcome.start,
+        end: outcome.finish,
+        seconds: outcome.finish - outcome.start,
+    };
+    let written = evidence::EvidenceReader::read(reader, &window).and_then(|data| {
+        let comparisons = outcome.comparison.clone().into_iter().collect();
+        let page = report::html::page(&report::assemble(
+            &args.source.prometheus,
+            window,
+            settings,
+            &data,
+            comparisons,
+        ));
+        std::fs::write(&args.html, page)
+            .with_context(|| format!("--html: cannot write {}", args.html.display()))
+    });
+    match written {
+        Ok(()) => println!("report: {}", args.html.display()),
+        Err(e) => eprintln!("meshctl rollout: no HTML report: {e:#}"),
+    }
+}
