@@ -5,7 +5,7 @@
 //! at most alpha.
 //!
 //! The boundary is Robbins' normal mixture (Howard, Ramdas, McAuliffe and
-//! Sekhon 2021, eq. (14)) in the standardised form of the asymptotic
+//! Sekhon 2021) in the standardised form of the asymptotic
 //! confidence sequences of Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas
 //! ("Time-uniform central limit theory and asymptotic confidence sequences",
 //! Ann. Statist. 2024), the method GrowthBook ships: a statistic Z_t with
