@@ -72,6 +72,9 @@ struct Scenario {
     canary_users_lost: f64,
     requests_per_interval: u64,
     requests_per_user: f64,
+    /// Clustered errors: this share of users fails at this rate, the rest
+    /// less, keeping each arm's mean; each user's requests come together.
+    failing_users: Option<(f64, f64)>,
 }
 
 const HEALTHY: Scenario = Scenario {
@@ -79,8 +82,9 @@ const HEALTHY: Scenario = Scenario {
     canary_errors: 0.01,
     canary_slow: 0.0,
     canary_users_lost: 0.0,
-    requests_per_interval: 2000,
+    requests_per_interval: 4000,
     requests_per_user: 4.0,
+    failing_users: None,
 };
 
 /// The world shared by the applier (the weight), the reader (the traffic
@@ -131,19 +135,32 @@ fn inc(name: &str, labels: &[(&str, &str)], value: u64) -> Increase {
 
 impl World {
     /// One arm's interval: requests, errors, latency buckets, predictions.
-    fn arm(&mut self, out: &mut Vec<Increase>, cohort: &str, version: &str, requests: u64) {
+    fn arm(
+        &mut self,
+        out: &mut Vec<Increase>,
+        cohort: &str,
+        version: &str,
+        users: u64,
+        requests: u64,
+    ) {
         let canary = cohort == "canary";
         let s = self.scenario;
         let rng = &mut self.rng;
-        let errors = binomial(
-            rng,
-            requests,
-            if canary {
-                s.canary_errors
-            } else {
-                s.stable_errors
-            },
-        );
+        let rate = if canary {
+            s.canary_errors
+        } else {
+            s.stable_errors
+        };
+        let errors = match s.failing_users {
+            None => binomial(rng, requests, rate),
+            Some((share, bad_rate)) => {
+                let per_user = s.requests_per_user as u64;
+                let bad = binomial(rng, users, share);
+                let good_rate = (rate - share * bad_rate) / (1.0 - share);
+                binomial(rng, bad * per_user, bad_rate)
+                    + binomial(rng, (users - bad) * per_user, good_rate)
+            }
+        };
         let g = MetricNames::GATEWAY_REQUESTS;
         out.push(inc(
             g,
@@ -190,17 +207,35 @@ impl World {
     fn interval(&mut self) -> Dataset {
         let s = self.scenario;
         let share = f64::from(self.weight) / 100.0;
-        let canary = binomial(&mut self.rng, s.requests_per_interval, share);
-        let stable = s.requests_per_interval - canary;
+        let users = (s.requests_per_interval as f64 / s.requests_per_user) as u64;
+        // Independent requests are split one by one; clustered ones user by
+        // user, each bringing all its requests.
+        let (canary, stable, canary_users) = match s.failing_users {
+            None => {
+                let canary = binomial(&mut self.rng, s.requests_per_interval, share);
+                (canary, s.requests_per_interval - canary, 0)
+            }
+            Some(_) => {
+                let canary_users = binomial(&mut self.rng, users, share);
+                let per_user = s.requests_per_user as u64;
+                (
+                    canary_users * per_user,
+                    (users - canary_users) * per_user,
+                    canary_users,
+                )
+            }
+        };
         self.canary_requests += canary;
         let mut out = Vec::new();
-        self.arm(&mut out, "canary", "v2", canary);
-        self.arm(&mut out, "stable", "v1", stable);
+        self.arm(&mut out, "canary", "v2", canary_users, canary);
+        self.arm(&mut out, "stable", "v1", users - canary_users, stable);
         // New users: the gateway assigns them by weight, and a broken
         // assignment loses some of the canary's.
-        let users = (s.requests_per_interval as f64 / s.requests_per_user) as u64;
         let kept = share * (1.0 - s.canary_users_lost);
-        let canary_users = binomial(&mut self.rng, users, kept / (kept + 1.0 - share));
+        let canary_users = match s.failing_users {
+            Some(_) => canary_users,
+            None => binomial(&mut self.rng, users, kept / (kept + 1.0 - share)),
+        };
         let u = MetricNames::GATEWAY_USERS;
         out.push(inc(
             u,
@@ -409,6 +444,41 @@ fn a_ten_percent_sample_ratio_mismatch_at_2000_users_holds() {
         rate * 100.0
     );
     assert!(rate >= 0.8, "{rate}");
+}
+
+// Clustered A/A: 1 % of users fail half their requests and the rest
+// 0.505 %, 4 requests each, both arms at 1 % on average. The intra-user
+// correlation is Var(p_u) / (p (1 - p)) = (0.01 * 0.49^2 + 0.99 *
+// 0.00495^2) / 0.0099 = 0.245, so requests counted as independent
+// understate the variance by the design effect 1 + 3 * 0.245 = 1.74.
+// Told the correlation (--icc 0.25), the rollout keeps false roll-backs
+// within alpha; the rate with --icc 0 is printed for comparison.
+#[test]
+fn clustered_errors_are_covered_by_the_design_effect() {
+    let runs = 200;
+    let clustered = Scenario {
+        failing_users: Some((0.01, 0.5)),
+        ..HEALTHY
+    };
+    let rate = |icc: f64| {
+        let mut s = settings();
+        s.icc = icc;
+        let rolled_back = (0..runs)
+            .filter(|seed| {
+                let (outcome, _) = rollout(30_000 + seed, clustered, u64::MAX, s.clone());
+                outcome.end == End::RolledBack
+            })
+            .count();
+        rolled_back as f64 / runs as f64
+    };
+    let (corrected, naive) = (rate(0.25), rate(0.0));
+    println!(
+        "clustered A/A (icc 0.245, 4 requests per user): {:.1}% rolled back with --icc 0.25, \
+         {:.1}% with --icc 0",
+        corrected * 100.0,
+        naive * 100.0
+    );
+    assert!(corrected <= 0.05, "{corrected}");
 }
 
 #[test]

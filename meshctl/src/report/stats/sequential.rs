@@ -181,10 +181,10 @@ fn z(strata: &[Pair], delta: f64, design_effect: f64) -> f64 {
 }
 
 /// The delta in [lo, hi] where `f` changes sign (f(lo) > 0 >= f(hi));
-/// bisection to 1e-10, well below any rate the report prints.
+/// bisection to 2e-12, well below any rate the report prints.
 fn root(lo: f64, hi: f64, f: impl Fn(f64) -> f64) -> f64 {
     let (mut lo, mut hi) = (lo, hi);
-    for _ in 0..60 {
+    for _ in 0..40 {
         let mid = (lo + hi) / 2.0;
         if f(mid) > 0.0 {
             lo = mid;
