@@ -30,6 +30,23 @@ set: meshctl ## Change values of the running local mesh: make set SET="istio.tra
 	@test -n "$(strip $(SET))" || { echo 'make set: give SET="key=value,..."' >&2; exit 1; }
 	$(MESHCTL) set '$(SET)'
 
+# Users for the running local mesh (a quarter of them new), for the report
+# and the rollout to judge: `make load LOAD_SECONDS=600`.
+LOAD_SECONDS ?= 300
+LOAD_CONNECTIONS ?= 8
+LOAD_HOST ?= sms-checker.local
+GATEWAY_URL ?= http://127.0.0.1:8080
+# `make rollout ROLLOUT_ARGS="--steps 5,25,50,100 --interval 30s --step-time 2m"`
+ROLLOUT_ARGS ?=
+
+.PHONY: load rollout
+load: tools-apt ## Send users to the running local mesh (wrk; LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_HOST)
+	wrk -t2 -c$(LOAD_CONNECTIONS) -d$(LOAD_SECONDS)s -H 'Host: $(LOAD_HOST)' \
+	  -s meshctl/load/users.lua $(GATEWAY_URL)/predict
+
+rollout: meshctl ## Ramp the canary on the running local mesh, judged by the statistics (ROLLOUT_ARGS)
+	$(MESHCTL) rollout --run-dir .run $(ROLLOUT_ARGS)
+
 BENCH_TARGETS += bench-mesh
 .PHONY: bench-mesh
 bench-mesh: tools wasm istio $$(MODEL_SERVICE_BIN) meshctl ## Benchmark the local mesh: start-up, live change, /predict via gateway+sidecar vs in-pod (wrk)

@@ -312,7 +312,7 @@ fn ctrl_c_leaves_the_canary_at_zero() {
     assert_eq!(log.last().expect("events")["end"], "interrupted");
 }
 
-// The local mesh needs `meshctl set`, not there yet; bad steps are usage
+// A run folder with no local mesh in it is refused; bad steps are usage
 // errors naming the flag.
 #[test]
 fn what_the_rollout_refuses() {
@@ -323,11 +323,12 @@ fn what_the_rollout_refuses() {
             .output()
             .expect("run meshctl rollout")
     };
-    let output = run(&["--run-dir", ".run"]);
+    let empty = tempfile::tempdir().expect("temp dir");
+    let output = run(&["--run-dir", &empty.path().display().to_string()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--run-dir: local-mesh rollout needs `meshctl set`"),
+        stderr.contains("--run-dir: no local mesh runs in"),
         "{stderr}"
     );
     for (args, says) in [

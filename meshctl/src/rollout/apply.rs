@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -70,6 +71,31 @@ impl WeightApplier for Helm {
             );
         }
         Ok(())
+    }
+}
+
+/// The local mesh of a run folder (`meshctl run --run-dir`): the values
+/// change live, as `meshctl set` changes them, and the call returns once
+/// every proxy has acknowledged the new configuration.
+pub struct LocalMesh {
+    pub run_dir: PathBuf,
+    pub timeout: Duration,
+}
+
+impl WeightApplier for LocalMesh {
+    fn target(&self) -> String {
+        format!("the local mesh in {}", self.run_dir.display())
+    }
+
+    fn apply(&mut self, canary: u8) -> anyhow::Result<()> {
+        let canary = canary.min(100);
+        let values = format!(
+            "istio.trafficSplit.stable={},istio.trafficSplit.canary={canary}",
+            100 - canary
+        );
+        crate::mesh::values::set_values(&self.run_dir, &[values], self.timeout)
+            .map(drop)
+            .with_context(|| format!("set the canary to {canary}% on the local mesh"))
     }
 }
 

@@ -6,7 +6,8 @@
 //! The decisions (`engine`) and the loop (`drive`) reach the mesh only
 //! through two traits: `apply::WeightApplier` sets the canary weight,
 //! `evidence::EvidenceReader` reads the report's dataset over an interval.
-//! On a cluster the weight goes through `helm upgrade --reuse-values`.
+//! On a cluster the weight goes through `helm upgrade --reuse-values`; on
+//! the local mesh through its live change of values (`meshctl set`).
 
 pub mod apply;
 pub mod drive;
@@ -33,8 +34,9 @@ use drive::{Clock, Io};
 use events::Event;
 use plan::{Plan, parse_steps};
 
-/// Ramp the canary (v2) step by step on a Helm release, judged at every
-/// interval by statistics that stay valid when watched continuously.
+/// Ramp the canary (v2) step by step on a Helm release or the local mesh,
+/// judged at every interval by statistics that stay valid when watched
+/// continuously.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit codes: 0 promoted (or the last step reached), 3 aborted after holding \
@@ -133,14 +135,10 @@ fn ask(step: usize, canary: u8) -> bool {
     }
 }
 
+/// How long a weight change on the local mesh may take to reach every proxy.
+const LOCAL_APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
-    if args.run_dir.is_some() {
-        bail!(
-            "--run-dir: local-mesh rollout needs `meshctl set` (a live change of the running \
-             local mesh's values), which meshctl does not have yet; roll out on a cluster with \
-             --release and --namespace"
-        );
-    }
     let plan = match Plan::new(
         args.steps.0.clone(),
         args.step_time,
@@ -156,19 +154,35 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if !args.helm.exists() {
-        bail!(
-            "--helm: no helm at {} (run `make tools`, or set HELM_BIN)",
-            args.helm.display()
-        );
-    }
-    let settings = args.decision.settings(Gate::Canary, None);
-    let mut weights = apply::Helm {
-        helm: args.helm.clone(),
-        chart: args.chart.clone(),
-        release: args.release.clone(),
-        namespace: args.namespace.clone(),
+    let mut weights: Box<dyn apply::WeightApplier> = match &args.run_dir {
+        Some(run_dir) => {
+            if !run_dir.join("state.json").exists() {
+                bail!(
+                    "--run-dir: no local mesh runs in {} (start one with `make run`)",
+                    run_dir.display()
+                );
+            }
+            Box::new(apply::LocalMesh {
+                run_dir: run_dir.clone(),
+                timeout: LOCAL_APPLY_TIMEOUT,
+            })
+        }
+        None => {
+            if !args.helm.exists() {
+                bail!(
+                    "--helm: no helm at {} (run `make tools`, or set HELM_BIN)",
+                    args.helm.display()
+                );
+            }
+            Box::new(apply::Helm {
+                helm: args.helm.clone(),
+                chart: args.chart.clone(),
+                release: args.release.clone(),
+                namespace: args.namespace.clone(),
+            })
+        }
     };
+    let settings = args.decision.settings(Gate::Canary, None);
     let mut reader = evidence::FromPrometheus {
         client: args.source.client()?,
         names: args.source.names(),
@@ -199,7 +213,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         plan,
         settings.clone(),
         &mut Io {
-            weights: &mut weights,
+            weights: weights.as_mut(),
             evidence: &mut reader,
             clock: &mut clock,
             confirm: &mut confirm,
