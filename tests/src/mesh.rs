@@ -134,6 +134,14 @@ impl LocalMesh {
         }
     }
 
+    /// Starts a mesh that must not come up, and returns what meshctl said.
+    pub fn start_failure(options: MeshOptions) -> String {
+        match LocalMesh::try_start(&options) {
+            Ok(mesh) => panic!("the mesh started:\n{}", mesh.output()),
+            Err(failure) => failure,
+        }
+    }
+
     fn try_start(options: &MeshOptions) -> Result<LocalMesh, String> {
         let run_dir = tempfile::Builder::new()
             .prefix("local-mesh-")
