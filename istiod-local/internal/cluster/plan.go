@@ -136,7 +136,11 @@ func (cl *Cluster) planContainer(pod *corev1.Pod, c corev1.Container) (Container
 		if err != nil {
 			return out, fmt.Errorf("%s: env %s: %w", where, e.Name, err)
 		}
-		value = expand(value, vars)
+		// Only a literal value is expanded: what a source resolves to (a
+		// label, an annotation) is taken as it is.
+		if e.ValueFrom == nil {
+			value = expand(value, vars)
+		}
 		vars[e.Name] = value
 		out.Env = append(out.Env, EnvVar{Name: e.Name, Value: value})
 	}
@@ -285,17 +289,40 @@ func resourceValue(c corev1.Container, ref *corev1.ResourceFieldSelector) (strin
 	return strconv.FormatInt(value, 10), nil
 }
 
-var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
-
 // expand replaces $(VAR) with earlier variables, as Kubernetes does for env,
-// command and args; unknown references stay as they are.
+// command and args: unknown references stay as they are, and `$$` is an
+// escaped `$`, so `$$(VAR)` stays `$(VAR)` whether VAR exists or not.
 func expand(s string, vars map[string]string) string {
-	return varRef.ReplaceAllStringFunc(s, func(ref string) string {
-		if v, ok := vars[ref[2:len(ref)-1]]; ok {
-			return v
+	var out strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 == len(s) {
+			out.WriteByte(s[i])
+			continue
 		}
-		return ref
-	})
+		switch s[i+1] {
+		case '$':
+			out.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				// Not a reference: kept as written, the rest still read.
+				out.WriteString("$(")
+				i++
+				continue
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				out.WriteString(v)
+			} else {
+				out.WriteString(s[i : i+3+end])
+			}
+			i += 2 + end
+		default:
+			out.WriteByte('$')
+		}
+	}
+	return out.String()
 }
 
 type volumeFile struct {
