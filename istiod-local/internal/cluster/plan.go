@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -383,8 +385,10 @@ func (cl *Cluster) volumeFiles(pod *corev1.Pod, c corev1.Container, v corev1.Vol
 			return nil, fmt.Errorf("ConfigMap %s.%s does not exist", ref.Name, pod.Namespace)
 		}
 		if len(ref.Items) == 0 {
-			for key, value := range data {
-				out = append(out, volumeFile{Path: key, Content: value})
+			// Every key, in a fixed order: the control plane compares a new
+			// plan with the running one to tell workload changes apart.
+			for _, key := range slices.Sorted(maps.Keys(data)) {
+				out = append(out, volumeFile{Path: key, Content: data[key]})
 			}
 		}
 		for _, item := range ref.Items {
