@@ -136,7 +136,9 @@ func (s *Server) SentNonces() Nonces {
 	out := Nonces{}
 	for _, con := range s.Discovery.Clients() {
 		sent := map[string]string{}
-		for typeURL, w := range con.Proxy().ShallowCloneWatchedResources() {
+		// Copies taken under the proxy's lock: pilot updates the watched
+		// resources in place as the proxy's answers arrive.
+		for typeURL, w := range con.Proxy().DeepCloneWatchedResources() {
 			sent[typeURL] = w.NonceSent
 		}
 		out[con.ID()] = sent
@@ -156,7 +158,7 @@ type Rejection struct {
 func (s *Server) Rejections() []Rejection {
 	var out []Rejection
 	for _, con := range s.Discovery.Clients() {
-		for typeURL, w := range con.Proxy().ShallowCloneWatchedResources() {
+		for typeURL, w := range con.Proxy().DeepCloneWatchedResources() {
 			if w.LastError != "" {
 				out = append(out, Rejection{Proxy: con.Proxy().ID, Type: v3.GetShortType(typeURL), Error: w.LastError})
 			}
@@ -177,7 +179,7 @@ func (s *Server) WaitSynced(before Nonces, timeout time.Duration) ([]string, err
 		settled := true
 		for _, con := range s.Discovery.Clients() {
 			moved := false
-			for typeURL, w := range con.Proxy().ShallowCloneWatchedResources() {
+			for typeURL, w := range con.Proxy().DeepCloneWatchedResources() {
 				if w.NonceSent != w.NonceAcked && w.LastError == "" {
 					settled = false
 				}
