@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -100,7 +101,7 @@ func ParseManifest(text string) (*Manifest, error) {
 			m.Istio = append(m.Istio, *cfg)
 			continue
 		}
-		obj, _, err := decode(doc, nil, nil)
+		obj, objGVK, err := decode(doc, nil, nil)
 		if err != nil {
 			if runtime.IsNotRegisteredError(err) {
 				m.Skipped = append(m.Skipped, id+"."+kind.Namespace)
@@ -111,7 +112,7 @@ func ParseManifest(text string) (*Manifest, error) {
 		if meta, ok := obj.(interface {
 			GetNamespace() string
 			SetNamespace(string)
-		}); ok && meta.GetNamespace() == "" {
+		}); ok && meta.GetNamespace() == "" && !clusterScoped(objGVK) {
 			meta.SetNamespace(defaultNamespace)
 		}
 		m.Kube = append(m.Kube, obj)
@@ -121,6 +122,18 @@ func ParseManifest(text string) (*Manifest, error) {
 		return nil, &Invalid{Problems: problems}
 	}
 	return m, nil
+}
+
+// clusterScoped reports the kinds Istio's schemas know to have no namespace
+// (Namespace, Node, webhook configurations, ...). The API server keeps them
+// without one; given one, the synthesized API server would file them under
+// it, where Istio does not look them up.
+func clusterScoped(gvk *schema.GroupVersionKind) bool {
+	if gvk == nil {
+		return false
+	}
+	s, ok := collections.All.FindByGroupVersionAliasesKind(resource.FromKubernetesGVK(gvk))
+	return ok && s.IsClusterScoped()
 }
 
 // stripComments drops full-line YAML comments, so a document holding only
