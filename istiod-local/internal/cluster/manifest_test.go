@@ -17,7 +17,8 @@ func TestParseManifest(t *testing.T) {
 	cases := []struct {
 		name string
 		text string
-		// Istio resources and Kubernetes objects as "Kind/name.namespace".
+		// Istio resources and Kubernetes objects as "Kind/name.namespace"
+		// ("Kind/name" without a namespace).
 		istio, kube []string
 		skipped     []string
 		// One substring of Istio's own message per warning or problem, in
@@ -28,7 +29,7 @@ func TestParseManifest(t *testing.T) {
 			name:     "kinds are sorted out, namespaces defaulted",
 			text:     readTestdata(t, "mixed.yaml"),
 			istio:    []string{"DestinationRule/web.default", "VirtualService/web.shop"},
-			kube:     []string{"Service/web.default"},
+			kube:     []string{"Service/web.default", "Namespace/shop"},
 			skipped:  []string{"PodMonitor/web.monitoring"},
 			warnings: []string{`VirtualService/web.shop: using deprecated setting "mirrorPercent"`},
 		},
@@ -73,7 +74,11 @@ func TestParseManifest(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				kube = append(kube, fmt.Sprintf("%s/%s.%s", o.GetObjectKind().GroupVersionKind().Kind, acc.GetName(), acc.GetNamespace()))
+				id := o.GetObjectKind().GroupVersionKind().Kind + "/" + acc.GetName()
+				if acc.GetNamespace() != "" {
+					id += "." + acc.GetNamespace()
+				}
+				kube = append(kube, id)
 			}
 			for _, c := range []struct {
 				what      string

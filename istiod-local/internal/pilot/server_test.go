@@ -7,8 +7,12 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	corev1 "k8s.io/api/core/v1"
 
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
+	"istio.io/istio/pkg/kube/kclient"
+	"istio.io/istio/pkg/test"
+	"istio.io/istio/pkg/test/util/retry"
 )
 
 // A proxy's answers as the control API reports them: WaitSynced returns
@@ -54,6 +58,34 @@ func TestWaitSyncedAndRejections(t *testing.T) {
 			}
 			if got := m.Rejections(); !reflect.DeepEqual(got, step.rejected) {
 				t.Errorf("rejections: got %+v, want %+v", got, step.rejected)
+			}
+		})
+	}
+}
+
+// Namespaces are where Istio looks them up by name, with the labels the
+// manifest gave them (Istio reads namespace labels for injection, ambient
+// mode, discovery selectors).
+func TestNamespaces(t *testing.T) {
+	m := startMesh(t, readTestdata(t, "shop.yaml"))
+	namespaces := kclient.New[*corev1.Namespace](m.KubeClient())
+	m.KubeClient().RunAndWait(test.NewStop(t))
+	retry.UntilOrFail(t, namespaces.HasSynced)
+	cases := []struct {
+		name   string
+		labels map[string]string
+	}{
+		{name: "shop", labels: map[string]string{"team": "shop"}},
+		{name: "istio-system"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := namespaces.Get(tc.name, "")
+			if ns == nil {
+				t.Fatalf("Istio's client finds no namespace %s", tc.name)
+			}
+			if !reflect.DeepEqual(ns.Labels, tc.labels) {
+				t.Errorf("labels: got %v, want %v", ns.Labels, tc.labels)
 			}
 		})
 	}
