@@ -6,10 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 
 	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/cluster"
 	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/install"
+	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/testcharts"
 )
 
 // Shared by this package's tests: the project's chart, Istio's istiod and
@@ -49,59 +48,11 @@ const (
 
 var issued = time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC)
 
-// moduleDir is istiod-local's module folder (go test runs in the package's).
-func moduleDir(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's folder")
-		}
-		dir = parent
-	}
-}
+func moduleDir(t *testing.T) string { return testcharts.ModuleDir(t) }
 
-// helm renders a chart; a missing helm fails the test rather than skip it.
-func helm(t *testing.T, args ...string) string {
-	t.Helper()
-	bin := os.Getenv("HELM_BIN")
-	if bin == "" {
-		bin = filepath.Join(moduleDir(t), "..", ".tools", "bin", "helm")
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		t.Fatalf("helm not found at %s: set HELM_BIN, or run `make tools` (%v)", bin, err)
-	}
-	var stderr strings.Builder
-	cmd := exec.Command(bin, append([]string{"template"}, args...)...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm template %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return string(out)
-}
+func helm(t *testing.T, args ...string) string { return testcharts.Helm(t, args...) }
 
-var istioModule = sync.OnceValues(func() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/istio").Output()
-	return strings.TrimSpace(string(out)), err
-})
-
-// istioFile is a path in the pinned Istio module.
-func istioFile(t *testing.T, path string) string {
-	t.Helper()
-	dir, err := istioModule()
-	if err != nil || dir == "" {
-		t.Fatalf("go list -m istio.io/istio: %v", err)
-	}
-	return filepath.Join(dir, path)
-}
+func istioFile(t *testing.T, path string) string { return testcharts.IstioFile(t, path) }
 
 // istioVersion is what the build stamps into istiod-local and the agent
 // (mk/istio.mk): the module's VERSION, which gates Istio's features.
@@ -115,12 +66,7 @@ func istioVersion(t *testing.T) string {
 }
 
 func readTestdata(t *testing.T, name string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
+	return testcharts.Testdata(t, name)
 }
 
 func parse(t *testing.T, text string) *cluster.Manifest {
@@ -133,15 +79,7 @@ func parse(t *testing.T, text string) *cluster.Manifest {
 }
 
 // renderIstiod is Istio's install for the local mesh (render_istiod).
-func renderIstiod(t *testing.T) string {
-	t.Helper()
-	return helm(t, "istiod", istioFile(t, "manifests/charts/istio-control/istio-discovery"),
-		"--namespace", "istio-system",
-		"-f", filepath.Join(moduleDir(t), "istiod-values.yaml"),
-		"--set", "meshConfig.defaultConfig.discoveryAddress=10.244.0.1:15012",
-		"--set", "global.caAddress=10.244.0.1:15012",
-		"--set", "meshConfig.defaultConfig.binaryPath=/usr/local/bin/envoy")
-}
+func renderIstiod(t *testing.T) string { return testcharts.Istiod(t) }
 
 // renderApp is the project's chart with `sets` (helm --set), as
 // `meshctl run --set` renders it.
