@@ -1,24 +1,10 @@
-//! `meshctl`: the workspace CLI.
-//!
-//! `main` only parses the command line and dispatches. Each subcommand lives
-//! in its own module, which exposes `pub struct <Name>Args` (`clap::Args`) and
-//! `pub fn run(args: <Name>Args) -> anyhow::Result<ExitCode>`.
-//!
-//! Error convention: a module defines its own error enum (`thiserror`) for the
-//! failures a caller can act on, and returns them through `anyhow::Result` so
-//! `main` prints the whole context chain and exits with status 1. An
-//! `Ok(ExitCode)` is for outcomes that are not errors of the tool itself
-//! (e.g. a check that ran and found a failure).
-
-mod chart;
-mod image;
-mod mesh;
-mod report;
-mod rollout;
+//! `meshctl`: parses the command line and dispatches; the work lives in the
+//! library (`lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use meshctl::{image, mesh, report, rollout};
 
 #[derive(Parser)]
 #[command(

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, Subcommand};
 
+use crate::workspace;
 use layout::Layout;
 use push::Registry;
 
@@ -41,22 +42,16 @@ enum ImageCommand {
 #[derive(Args)]
 struct BuildArgs {
     /// The filter module (`make wasm`)
-    #[arg(
-        long,
-        default_value = "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm"
-    )]
+    #[arg(long, default_value = workspace::FILTER_WASM)]
     filter_wasm: PathBuf,
     /// The model-service binary, statically linked (x86_64-unknown-linux-musl)
-    #[arg(
-        long,
-        default_value = "target/x86_64-unknown-linux-musl/release/model-service"
-    )]
+    #[arg(long, default_value = workspace::MODEL_SERVICE_MUSL_BIN)]
     model_service_bin: PathBuf,
     /// The trained models, copied to /models in the image
-    #[arg(long, default_value = "model-service/models")]
+    #[arg(long, default_value = workspace::MODELS_DIR)]
     models_dir: PathBuf,
     /// Where the layouts go
-    #[arg(long, default_value = "target/images")]
+    #[arg(long, default_value = workspace::IMAGES_DIR)]
     out: PathBuf,
     /// Tag recorded in each layout
     #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
@@ -69,7 +64,7 @@ struct PushArgs {
     #[arg(long)]
     registry: Registry,
     /// Where `build` wrote the layouts
-    #[arg(long, default_value = "target/images")]
+    #[arg(long, default_value = workspace::IMAGES_DIR)]
     images: PathBuf,
     /// Tag to push (the one the layouts were built with)
     #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]

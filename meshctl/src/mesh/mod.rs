@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::workspace;
+
 pub use run::run;
 pub use values::{SetArgs, set};
 
@@ -38,7 +40,7 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// The Helm chart to render
-    #[arg(long, default_value = "manifests/sms-checker")]
+    #[arg(long, default_value = workspace::CHART)]
     pub chart: PathBuf,
     /// Run this already rendered manifest (e.g. `helm template` output,
     /// edited) instead of rendering the chart; not with --set. Its
@@ -49,7 +51,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "sms-checker")]
     pub release: String,
     /// Folder for logs, rendered manifests, pods, Prometheus data and state.json
-    #[arg(long, default_value = ".run")]
+    #[arg(long, default_value = workspace::RUN_DIR)]
     pub run_dir: PathBuf,
     /// Port on 127.0.0.1 forwarded to the ingress gateway (as
     /// `kubectl port-forward svc/istio-ingressgateway <port>:80`)
@@ -62,39 +64,31 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s")]
     pub scrape_interval: String,
     /// Helm, for `helm template`
-    #[arg(long, env = "HELM_BIN", default_value = ".tools/bin/helm")]
+    #[arg(long, env = "HELM_BIN", default_value = workspace::HELM)]
     pub helm: PathBuf,
     /// Envoy, which Istio's agent runs for every proxy
-    #[arg(long, env = "ENVOY_BIN", default_value = ".tools/bin/envoy")]
+    #[arg(long, env = "ENVOY_BIN", default_value = workspace::ENVOY)]
     pub envoy: PathBuf,
     /// Istio's control plane, agent, charts and bootstrap template (`make istio`)
-    #[arg(long, env = "ISTIO_DIR", default_value = ".tools/istio")]
+    #[arg(long, env = "ISTIO_DIR", default_value = workspace::ISTIO_DIR)]
     pub istio_dir: PathBuf,
     /// Values for Istio's istiod chart: what differs from a cluster install
-    #[arg(long, default_value = "istiod-local/istiod-values.yaml")]
+    #[arg(long, default_value = workspace::ISTIOD_VALUES)]
     pub istiod_values: PathBuf,
     /// Values for Istio's gateway chart (the filter's stat tags)
-    #[arg(long, default_value = "manifests/istio/gateway-values.yaml")]
+    #[arg(long, default_value = workspace::GATEWAY_VALUES)]
     pub gateway_values: PathBuf,
     /// Prometheus; when missing the mesh runs without it
     #[arg(long, env = "PROMETHEUS_BIN", default_value = "/usr/bin/prometheus")]
     pub prometheus: PathBuf,
     /// The model-service binary, for the chart's model-service image
-    #[arg(
-        long,
-        env = "MODEL_SERVICE_BIN",
-        default_value = "target/release/model-service"
-    )]
+    #[arg(long, env = "MODEL_SERVICE_BIN", default_value = workspace::MODEL_SERVICE_BIN)]
     pub model_service: PathBuf,
     /// The trained models the model-service loads
-    #[arg(long, env = "MODELS_DIR", default_value = "model-service/models")]
+    #[arg(long, env = "MODELS_DIR", default_value = workspace::MODELS_DIR)]
     pub models_dir: PathBuf,
     /// The cohort filter module the WasmPlugins load (`filter.url=file://...`)
-    #[arg(
-        long,
-        env = "FILTER_WASM",
-        default_value = "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm"
-    )]
+    #[arg(long, env = "FILTER_WASM", default_value = workspace::FILTER_WASM)]
     pub wasm: PathBuf,
     /// Render the charts and have Istio validate and translate them: write
     /// each proxy's bootstrap and xDS resources to <run-dir>/istio, and exit

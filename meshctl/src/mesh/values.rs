@@ -310,7 +310,7 @@ pub struct SetArgs {
     #[arg(value_name = "KEY=VALUE", required = true)]
     pub values: Vec<String>,
     /// The run directory of the running mesh
-    #[arg(long, default_value = ".run")]
+    #[arg(long, default_value = crate::workspace::RUN_DIR)]
     pub run_dir: PathBuf,
     /// How long to wait for the mesh to apply the values
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

@@ -70,10 +70,10 @@ pub struct RolloutArgs {
     #[arg(long, default_value = "default")]
     pub namespace: String,
     /// The chart `helm upgrade` is given (its values are reused)
-    #[arg(long, default_value = "manifests/sms-checker")]
+    #[arg(long, default_value = crate::workspace::CHART)]
     pub chart: PathBuf,
     /// Helm, for `helm upgrade`
-    #[arg(long, env = "HELM_BIN", default_value = ".tools/bin/helm")]
+    #[arg(long, env = "HELM_BIN", default_value = crate::workspace::HELM)]
     pub helm: PathBuf,
     /// Roll out on the local mesh of this run folder (`meshctl run --run-dir`) instead of a release
     #[arg(long, conflicts_with_all = ["release", "namespace"])]
