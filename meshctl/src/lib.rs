@@ -13,6 +13,7 @@
 //! (e.g. a check that ran and found a failure).
 
 pub mod chart;
+pub mod duration;
 pub mod image;
 pub mod mesh;
 pub mod report;

@@ -25,6 +25,7 @@ mod supervisor;
 pub mod values;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -61,8 +62,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 9090)]
     pub prometheus_port: u16,
     /// Prometheus scrape interval
-    #[arg(long, default_value = "5s")]
-    pub scrape_interval: String,
+    #[arg(long, default_value = "5s", value_parser = crate::duration::positive)]
+    pub scrape_interval: Duration,
     /// Helm, for `helm template`
     #[arg(long, env = "HELM_BIN", default_value = workspace::HELM)]
     pub helm: PathBuf,

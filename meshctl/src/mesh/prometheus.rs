@@ -14,18 +14,6 @@ use super::pods::PodPlan;
 /// The job name of Istio's sample config for annotated pods.
 pub const JOB: &str = "kubernetes-pods";
 
-#[derive(Debug, thiserror::Error)]
-#[error("scrape interval {0:?} is not a duration such as 5s or 500ms")]
-pub struct BadInterval(String);
-
-/// Parses and checks a scrape interval.
-pub fn interval(text: &str) -> Result<Duration, BadInterval> {
-    humantime::parse_duration(text)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| BadInterval(text.to_string()))
-}
-
 /// Labels a pod label becomes: Prometheus' `labelmap` keeps `[a-zA-Z0-9_]`.
 fn label_name(label: &str) -> String {
     label
@@ -112,12 +100,5 @@ mod tests {
         assert_eq!(labels["version"], "v1");
         assert_eq!(labels["app_kubernetes_io_name"], "m");
         assert_eq!(labels["pod"], "a");
-    }
-
-    #[test]
-    fn a_bad_interval_is_refused() {
-        assert!(interval("often").is_err());
-        assert!(interval("0s").is_err());
-        assert_eq!(interval("500ms").unwrap(), Duration::from_millis(500));
     }
 }

@@ -185,7 +185,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "the local mesh creates network namespaces for its pods, which needs root (run it with sudo)"
         );
     }
-    let interval = prometheus::interval(&args.scrape_interval)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
@@ -396,7 +395,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&data);
         let pods: Vec<_> = running.pods.iter().map(|p| p.plan.clone()).collect();
         let config_path = run_dir.join("prometheus.yml");
-        std::fs::write(&config_path, prometheus::config(interval, &pods))?;
+        std::fs::write(
+            &config_path,
+            prometheus::config(args.scrape_interval, &pods),
+        )?;
         let spec = Spec {
             name: "prometheus".into(),
             program: args.prometheus.clone(),

@@ -313,7 +313,7 @@ pub struct SetArgs {
     #[arg(long, default_value = crate::workspace::RUN_DIR)]
     pub run_dir: PathBuf,
     /// How long to wait for the mesh to apply the values
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::positive)]
     pub timeout: Duration,
 }
 

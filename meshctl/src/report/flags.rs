@@ -113,47 +113,6 @@ fn roles(overrides: &[(String, Role)]) -> BTreeMap<String, Role> {
     roles
 }
 
-/// A Prometheus duration: one or more `<number><unit>` with units
-/// y, w, d, h, m, s, ms.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{text:?} is not a duration like 30s, 15m, 1h30m or 2d");
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let millis: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        let part = number.checked_mul(millis).ok_or_else(invalid)?;
-        total += Duration::from_millis(part);
-    }
-    if total.is_zero() {
-        return Err(format!("{text:?}: the window must be longer than zero"));
-    }
-    Ok(total)
-}
-
 /// Unix seconds, or an RFC 3339 timestamp (what a pipeline logs when a
 /// rollout stage started or ended).
 pub fn parse_time(text: &str) -> Result<f64, String> {
@@ -278,17 +237,6 @@ pub fn parse_threshold(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_follow_prometheus_syntax() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "h", "10", "5x", "1.5h", "0s", "-1m"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn numeric_options_are_range_checked() {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dataset::Dataset;
-pub use flags::{DecisionArgs, PrometheusArgs, parse_duration};
+pub use flags::{DecisionArgs, PrometheusArgs};
 use flags::{parse_percent, parse_time};
 pub use model::Gate;
 pub use model::{Comparison, Report, Role, Settings, Verdict, Window};
@@ -72,8 +72,8 @@ pub enum Format {
 pub struct ReportArgs {
     #[command(flatten)]
     pub source: PrometheusArgs,
-    /// How far back from --end to look (Prometheus duration: 30s, 15m, 1h30m, 2d)
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    /// How far back from --end to look (30s, 15m, 1h30m, 2d)
+    #[arg(long, default_value = "1h", value_parser = crate::duration::positive)]
     pub window: Duration,
     /// End of the window: RFC 3339 (2026-11-26T07:00:00Z) or Unix seconds [default: now]
     #[arg(long, value_parser = parse_time)]

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::report::{self, DecisionArgs, Gate, PrometheusArgs, Window, parse_duration};
+use crate::duration;
+use crate::report::{self, DecisionArgs, Gate, PrometheusArgs, Window};
 
 use drive::{Clock, Io};
 use events::Event;
@@ -49,16 +50,16 @@ pub struct RolloutArgs {
     #[arg(long, default_value = "5,10,25,50,100")]
     pub steps: Steps,
     /// Least time at each step before it may be promoted
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = duration::positive)]
     pub step_time: Duration,
     /// Least requests at each step, on the canary and on stable, before it may be promoted
     #[arg(long, default_value_t = 200)]
     pub step_requests: u64,
     /// Time between checks
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = duration::positive)]
     pub interval: Duration,
     /// How long a step may go on past --step-time without passing before the rollout aborts
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = duration::positive)]
     pub hold_limit: Duration,
     /// Ask before applying each step's weight
     #[arg(long)]
