@@ -19,6 +19,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::network::{Netns, Network};
+use super::state::Kind;
 use super::supervisor::{Isolation, Ready, Spec};
 use crate::image::spec::MODEL_SERVICE_BINARY;
 
@@ -155,11 +156,11 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn kind(self) -> &'static str {
+    pub fn kind(self) -> Kind {
         match self {
-            Role::Gateway => "gateway",
-            Role::Sidecar => "sidecar",
-            Role::ModelService => "model-service",
+            Role::Gateway => Kind::Gateway,
+            Role::Sidecar => Kind::Sidecar,
+            Role::ModelService => Kind::ModelService,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::forward::Forward;
 use super::istio::{self, IstioDir};
 use super::network::Network;
 use super::pods::{Images, Plan, Pod};
-use super::state::{self, ComponentState, State};
+use super::state::{self, Action, ComponentState, Kind, State};
 use super::supervisor::{self, Component, Isolation, Ready, Spec};
 use super::values;
 use super::{RunArgs, abs, prometheus, require};
@@ -265,7 +265,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let istiod_state = ComponentState::new(
         &istiod,
-        "istiod",
+        Kind::Istiod,
         network.node_ip().to_string(),
         BTreeMap::from([("grpc-xds".to_string(), istio::ISTIOD_PORT)]),
     );
@@ -416,7 +416,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let mut component_state = ComponentState::new(
             &spec,
-            "prometheus",
+            Kind::Prometheus,
             "127.0.0.1".into(),
             BTreeMap::from([("http".to_string(), args.prometheus_port)]),
         );
@@ -484,25 +484,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         for request in state::control_requests(run_dir)? {
-            if request.action == values::SET_ACTION {
-                live.handle(request, &mut state)?;
-                continue;
-            }
+            let action = match &request.action {
+                Ok(Action::Set) => {
+                    live.handle(request, &mut state)?;
+                    continue;
+                }
+                Ok(action) => *action,
+                Err(unknown) => {
+                    eprintln!("{}: {unknown}", request.component);
+                    request.done()?;
+                    continue;
+                }
+            };
             let position = running
                 .components
                 .iter()
                 .position(|c| c.spec.name == request.component);
             let outcome = match position {
                 None => Err(anyhow::anyhow!("no component named {}", request.component)),
-                Some(i) => apply(&mut running.components[i], &request.action).map(|pid| {
+                Some(i) => apply(&mut running.components[i], action).map(|pid| {
                     state.components[i].pid = pid;
                     state.components[i].running = pid.is_some();
-                    state.components[i].restarts += u32::from(request.action != "stop");
+                    state.components[i].restarts += u32::from(action != Action::Stop);
                 }),
             };
             match outcome {
-                Ok(()) => println!("{} {}: done", request.action, request.component),
-                Err(err) => eprintln!("{} {}: {err:#}", request.action, request.component),
+                Ok(()) => println!("{action} {}: done", request.component),
+                Err(err) => eprintln!("{action} {}: {err:#}", request.component),
             }
             request.done()?;
             state.dirty = true;
@@ -525,9 +533,9 @@ pub fn rejections(rejected: &[istio::Rejection], components: &[ComponentState]) 
     rejected
         .iter()
         .map(|r| {
-            let component = components.iter().find(|c| {
-                c.pod.as_deref() == Some(r.proxy.as_str()) && matches!(c.kind.as_str(), "gateway" | "sidecar")
-            });
+            let component = components
+                .iter()
+                .find(|c| c.pod.as_deref() == Some(r.proxy.as_str()) && c.kind.is_proxy());
             let name = component.map_or(r.proxy.as_str(), |c| c.name.as_str());
             let said: Vec<String> = component
                 .and_then(|c| std::fs::read_to_string(&c.log).ok())
@@ -565,8 +573,8 @@ fn urls(state: &State) -> Vec<(String, String)> {
         ));
     }
     for c in &state.components {
-        match c.kind.as_str() {
-            "gateway" | "sidecar" => urls.push((
+        match c.kind {
+            Kind::Gateway | Kind::Sidecar => urls.push((
                 format!("{} stats", c.name),
                 format!(
                     "http://{}:{}/stats/prometheus",
@@ -574,7 +582,7 @@ fn urls(state: &State) -> Vec<(String, String)> {
                     super::pods::ENVOY_STATS_PORT
                 ),
             )),
-            "model-service" => urls.push((
+            Kind::ModelService => urls.push((
                 format!("{} metrics", c.name),
                 format!(
                     "http://{}:{}/stats/prometheus",
@@ -582,29 +590,24 @@ fn urls(state: &State) -> Vec<(String, String)> {
                     super::pods::AGENT_STATUS_PORT
                 ),
             )),
-            "prometheus" => urls.push((
+            Kind::Prometheus => urls.push((
                 "prometheus".into(),
                 format!("http://{}:{}", c.ip, c.ports["http"]),
             )),
-            _ => {}
+            Kind::Istiod => {}
         }
     }
     urls
 }
 
-/// Acts on one component; the new pid when it runs afterwards.
-fn apply(component: &mut Component, action: &str) -> anyhow::Result<Option<u32>> {
-    match action {
-        "stop" => {
-            component.stop(STOP_GRACE);
-            Ok(None)
-        }
-        "start" | "restart" => {
-            component.stop(STOP_GRACE);
-            component.start()?;
-            component.wait_ready(READY_TIMEOUT, &AtomicBool::new(false))?;
-            Ok(component.pid())
-        }
-        other => bail!("unknown action {other} (stop, start, restart)"),
+/// Stops, starts or restarts one component; the new pid when it runs
+/// afterwards. (`set` acts on the values, never here.)
+fn apply(component: &mut Component, action: Action) -> anyhow::Result<Option<u32>> {
+    component.stop(STOP_GRACE);
+    if action == Action::Stop {
+        return Ok(None);
     }
+    component.start()?;
+    component.wait_ready(READY_TIMEOUT, &AtomicBool::new(false))?;
+    Ok(component.pid())
 }

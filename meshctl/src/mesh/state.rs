@@ -17,18 +17,40 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::supervisor::Spec;
 
-#[derive(Debug, Serialize)]
+/// What a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The ingress gateway's Envoy (Istio's agent runs it).
+    Gateway,
+    /// A model-service pod's Envoy.
+    Sidecar,
+    ModelService,
+    /// The control plane, `istiod-local`.
+    Istiod,
+    Prometheus,
+}
+
+impl Kind {
+    /// An Envoy, run by Istio's agent, configured by the control plane.
+    pub fn is_proxy(self) -> bool {
+        matches!(self, Kind::Gateway | Kind::Sidecar)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentState {
     pub name: String,
-    /// `gateway`, `sidecar`, `model-service`, `istiod` or `prometheus`.
-    pub kind: String,
+    pub kind: Kind,
     pub version: Option<String>,
     /// `<pod>.<namespace>` for the pods' containers.
     pub pod: Option<String>,
@@ -42,10 +64,10 @@ pub struct ComponentState {
 }
 
 impl ComponentState {
-    pub fn new(spec: &Spec, kind: &str, ip: String, ports: BTreeMap<String, u16>) -> Self {
+    pub fn new(spec: &Spec, kind: Kind, ip: String, ports: BTreeMap<String, u16>) -> Self {
         ComponentState {
             name: spec.name.clone(),
-            kind: kind.to_string(),
+            kind,
             version: None,
             pod: None,
             ip,
@@ -56,15 +78,21 @@ impl ComponentState {
             log: spec.log.clone(),
         }
     }
+
+    /// `http://<ip>:<port>/<path>` for the port named `port`, if it has one.
+    pub fn url(&self, port: &str, path: &str) -> Option<String> {
+        let number = self.ports.get(port)?;
+        Some(format!("http://{}:{number}{path}", self.ip))
+    }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     pub cidr: String,
     pub node_ip: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct State {
     pub meshctl_pid: u32,
     pub ready: bool,
@@ -77,8 +105,10 @@ pub struct State {
     pub values: Vec<String>,
     pub findings: Vec<String>,
     pub components: Vec<ComponentState>,
+    /// The file this state is written to, by the `meshctl run` that owns
+    /// it; `None` in a state read back by anyone else.
     #[serde(skip)]
-    path: PathBuf,
+    path: Option<PathBuf>,
     #[serde(skip)]
     pub dirty: bool,
 }
@@ -86,7 +116,8 @@ pub struct State {
 impl State {
     /// Starts a new state, removing the file of an earlier run.
     pub fn new(run_dir: &Path, network: Network, values: Vec<String>) -> State {
-        let _ = std::fs::remove_file(run_dir.join("state.json"));
+        let path = state_path(run_dir);
+        let _ = std::fs::remove_file(&path);
         State {
             meshctl_pid: std::process::id(),
             ready: false,
@@ -97,34 +128,114 @@ impl State {
             values,
             findings: Vec::new(),
             components: Vec::new(),
-            path: run_dir.join("state.json"),
+            path: Some(path),
             dirty: false,
         }
     }
 
+    /// The state of the mesh running with `run_dir`, as it last wrote it.
+    pub fn read(run_dir: &Path) -> anyhow::Result<State> {
+        let path = state_path(run_dir);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no local mesh runs with run directory {} (start one with `make run`)",
+                run_dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("read {}", path.display()))
+    }
+
     /// Writes atomically (temp file + rename) so readers never see half a file.
     pub fn write(&mut self) -> anyhow::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
+        let Some(path) = &self.path else {
+            anyhow::bail!("this state was read, not started: it has no file to write");
+        };
+        let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("write {}", self.path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
         self.dirty = false;
         Ok(())
     }
+
+    pub fn component(&self, name: &str) -> Option<&ComponentState> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+fn state_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("state.json")
 }
 
 /// A mesh that is gone, however meshctl leaves, has no state file.
 impl Drop for State {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// What a control request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop the component (SIGTERM, then SIGKILL after the grace period).
+    Stop,
+    /// Start it again (stopping it first if it still runs).
+    Start,
+    /// Stop and start it: same pod, same address.
+    Restart,
+    /// Take new chart values; the request file holds them, one per line.
+    Set,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [Action::Stop, Action::Start, Action::Restart, Action::Set];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Start => "start",
+            Action::Restart => "restart",
+            Action::Set => "set",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action {0} (stop, start, restart, set)")]
+pub struct UnknownAction(pub String);
+
+impl FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(text: &str) -> Result<Action, UnknownAction> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| UnknownAction(text.to_string()))
+    }
+}
+
+/// The file that asks the mesh of `run_dir` to act on `component`:
+/// `control/<component>.<action>`.
+pub fn request_path(run_dir: &Path, component: &str, action: Action) -> PathBuf {
+    run_dir
+        .join("control")
+        .join(format!("{component}.{action}"))
 }
 
 /// A `control/<component>.<action>` file.
 pub struct ControlRequest {
     pub component: String,
-    pub action: String,
+    /// An action meshctl does not know is answered with an error.
+    pub action: Result<Action, UnknownAction>,
     path: PathBuf,
 }
 
@@ -153,7 +264,7 @@ pub fn control_requests(run_dir: &Path) -> anyhow::Result<Vec<ControlRequest>> {
         if let Some((component, action)) = file.rsplit_once('.') {
             requests.push(ControlRequest {
                 component: component.to_string(),
-                action: action.to_string(),
+                action: action.parse(),
                 path: path.clone(),
             });
         }
@@ -170,17 +281,44 @@ mod tests {
     fn control_files_become_requests() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("control")).unwrap();
-        std::fs::write(dir.path().join("control/gateway.restart"), "").unwrap();
+        std::fs::write(request_path(dir.path(), "gateway", Action::Restart), "").unwrap();
         std::fs::write(dir.path().join("control/model-v2.stop"), "").unwrap();
+        std::fs::write(dir.path().join("control/model-v3.pause"), "").unwrap();
         let requests = control_requests(dir.path()).unwrap();
         let pairs: Vec<_> = requests
             .iter()
-            .map(|r| (r.component.as_str(), r.action.as_str()))
+            .map(|r| (r.component.as_str(), r.action.clone()))
             .collect();
-        assert_eq!(pairs, [("gateway", "restart"), ("model-v2", "stop")]);
+        assert_eq!(
+            pairs,
+            [
+                ("gateway", Ok(Action::Restart)),
+                ("model-v2", Ok(Action::Stop)),
+                ("model-v3", Err(UnknownAction("pause".into()))),
+            ]
+        );
         for request in requests {
             request.done().unwrap();
         }
         assert!(control_requests(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_state_read_back_is_the_state_written_and_owns_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = Network {
+            cidr: "10.213.0.0/24".into(),
+            node_ip: "10.213.0.1".into(),
+        };
+        let mut state = State::new(dir.path(), network, vec!["a=1".into()]);
+        state.ready = true;
+        state.write().unwrap();
+        let read = State::read(dir.path()).unwrap();
+        assert!(read.ready);
+        assert_eq!(read.values, ["a=1"]);
+        drop(read);
+        assert!(dir.path().join("state.json").exists());
+        drop(state);
+        assert!(!dir.path().join("state.json").exists());
     }
 }

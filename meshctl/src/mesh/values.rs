@@ -19,11 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::istio::{self, Applied, Ingress};
 use super::run::Inputs;
-use super::state::{ControlRequest, State};
+use super::state::{self, Action, ControlRequest, State};
 use crate::chart::{self, Object, Render};
-
-/// The control action of a values change.
-pub const SET_ACTION: &str = "set";
 
 /// The rendered application chart and what the local install derives from it.
 pub struct Rendered {
@@ -323,15 +320,8 @@ pub fn set_values(
     values: &[String],
     timeout: Duration,
 ) -> anyhow::Result<AppliedSummary> {
-    let state = run_dir.join("state.json");
-    let text = std::fs::read_to_string(&state).with_context(|| {
-        format!(
-            "no local mesh runs with run directory {} (start one with `make run`)",
-            run_dir.display()
-        )
-    })?;
-    let ready = serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|s| s["ready"] == true);
-    if !ready {
+    let state = State::read(run_dir)?;
+    if !state.ready {
         bail!("the local mesh in {} is still starting", run_dir.display());
     }
     let id = format!(
@@ -341,10 +331,9 @@ pub fn set_values(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let control = run_dir.join("control");
-    let request = control.join(format!("{id}.{SET_ACTION}"));
-    let result = control.join(format!("{id}.result"));
-    let tmp = control.join(format!("{id}.tmp"));
+    let request = state::request_path(run_dir, &id, Action::Set);
+    let result = request.with_extension("result");
+    let tmp = request.with_extension("tmp");
     std::fs::write(&tmp, values.join("\n"))?;
     std::fs::rename(&tmp, &request)?;
     let deadline = Instant::now() + timeout;
