@@ -1,6 +1,8 @@
-//! Rendering Helm charts (this project's and Istio's) and splitting the
-//! output into Kubernetes objects.
+//! Helm: rendering charts (this project's and Istio's), splitting the output
+//! into Kubernetes objects, and running helm's other commands (the
+//! rollout's `helm upgrade`, the tests' `helm lint`).
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,8 +16,13 @@ pub enum ChartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("helm template failed ({status}):\n{stderr}")]
-    HelmFailed { status: String, stderr: String },
+    #[error("helm {subcommand} failed ({status}):\n{output}")]
+    HelmFailed {
+        subcommand: String,
+        status: String,
+        /// What helm said: its standard error, then any standard output.
+        output: String,
+    },
     #[error("rendered chart is not valid YAML (document {index}): {source}")]
     Yaml {
         index: usize,
@@ -61,31 +68,63 @@ pub struct Render {
     pub sets: Vec<String>,
 }
 
-/// Runs `helm template`, as `helm install` or `helm upgrade` would render the
-/// chart in a cluster.
+impl Render {
+    /// `helm template` with this chart, release and values, as `helm
+    /// install` or `helm upgrade` would render the chart in a cluster.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "template".into(),
+            self.release.clone().into(),
+            self.chart.clone().into(),
+        ];
+        if let Some(namespace) = &self.namespace {
+            args.extend(["--namespace".into(), namespace.into()]);
+        }
+        for file in &self.values {
+            args.extend(["--values".into(), file.into()]);
+        }
+        for set in &self.sets {
+            args.extend(["--set".into(), set.into()]);
+        }
+        args
+    }
+}
+
+/// Runs `helm template` (see [`Render::args`]); the rendered manifest.
 pub fn render(helm: &Path, render: &Render) -> Result<String, ChartError> {
-    let mut command = Command::new(helm);
-    command
-        .arg("template")
-        .arg(&render.release)
-        .arg(&render.chart);
-    if let Some(namespace) = &render.namespace {
-        command.arg("--namespace").arg(namespace);
-    }
-    for file in &render.values {
-        command.arg("--values").arg(file);
-    }
-    for set in &render.sets {
-        command.arg("--set").arg(set);
-    }
-    let output = command.output().map_err(|source| ChartError::HelmMissing {
-        path: helm.to_path_buf(),
-        source,
-    })?;
+    run_helm(helm, render.args())
+}
+
+/// Runs helm with `args` (any subcommand: `lint`, `upgrade`, ...); its
+/// standard output when it succeeds.
+pub fn run_helm<I, S>(helm: &Path, args: I) -> Result<String, ChartError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let output =
+        Command::new(helm)
+            .args(&args)
+            .output()
+            .map_err(|source| ChartError::HelmMissing {
+                path: helm.to_path_buf(),
+                source,
+            })?;
     if !output.status.success() {
+        let mut said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !stdout.trim().is_empty() {
+            said.push('\n');
+            said.push_str(stdout.trim());
+        }
         return Err(ChartError::HelmFailed {
+            subcommand: args
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output: said,
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())

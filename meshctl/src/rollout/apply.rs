@@ -4,10 +4,11 @@
 //! both the gateway filter's cohorts and the VirtualService's fallback.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::chart;
 
 /// Sets the share of users in the canary cohort; stable gets the rest.
 /// Growing the canary keeps every user already in it (the filter's cohorts
@@ -59,18 +60,9 @@ impl WeightApplier for Helm {
     }
 
     fn apply(&mut self, canary: u8) -> anyhow::Result<()> {
-        let output = Command::new(&self.helm)
-            .args(self.args(canary))
-            .output()
-            .with_context(|| format!("cannot run helm at {}", self.helm.display()))?;
-        if !output.status.success() {
-            bail!(
-                "helm upgrade to canary {canary}% failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        chart::run_helm(&self.helm, self.args(canary))
+            .map(drop)
+            .with_context(|| format!("helm upgrade to canary {canary}% failed"))
     }
 }
 
