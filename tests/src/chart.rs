@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use meshctl::chart::Render;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -31,11 +32,11 @@ const CRDS_FILE: &str = "istio-1.30.3-customresourcedefinitions.gen.yaml";
 /// A chart that failed to render, lint or validate.
 #[derive(Debug)]
 pub enum ChartError {
-    /// A tool could not be started.
+    /// helm failed (its message is in the error), or printed no valid YAML.
+    Render(meshctl::chart::ChartError),
+    /// A validator could not be started.
     Spawn { tool: PathBuf, error: String },
-    /// `helm` exited non-zero; `stderr` holds its message.
-    Helm { args: Vec<String>, stderr: String },
-    /// helm's output is not the YAML it should be.
+    /// A validator's input could not be written.
     Yaml(String),
     /// An object does not match its schema.
     Invalid { object: String, errors: Vec<String> },
@@ -46,13 +47,11 @@ pub enum ChartError {
 impl fmt::Display for ChartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ChartError::Render(err) => write!(f, "{err}"),
             ChartError::Spawn { tool, error } => {
                 write!(f, "cannot run {}: {error}", tool.display())
             }
-            ChartError::Helm { args, stderr } => {
-                write!(f, "helm {} failed: {}", args.join(" "), stderr.trim())
-            }
-            ChartError::Yaml(msg) => write!(f, "rendered YAML: {msg}"),
+            ChartError::Yaml(msg) => write!(f, "validator input: {msg}"),
             ChartError::Invalid { object, errors } => {
                 write!(f, "{object} is invalid:\n  {}", errors.join("\n  "))
             }
@@ -63,9 +62,27 @@ impl fmt::Display for ChartError {
 
 impl std::error::Error for ChartError {}
 
+impl From<meshctl::chart::ChartError> for ChartError {
+    fn from(err: meshctl::chart::ChartError) -> ChartError {
+        ChartError::Render(err)
+    }
+}
+
+impl ChartError {
+    /// What helm said when it refused to render or lint, if that is the failure.
+    pub fn helm_message(&self) -> Option<&str> {
+        match self {
+            ChartError::Render(meshctl::chart::ChartError::HelmFailed { output, .. }) => {
+                Some(output)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The chart's folder.
 pub fn chart_dir() -> PathBuf {
-    workspace_root().join("manifests/sms-checker")
+    workspace_root().join(meshctl::workspace::CHART)
 }
 
 /// Runs `command` to completion, capturing its output.
@@ -85,47 +102,33 @@ fn all_output(out: &std::process::Output) -> String {
     )
 }
 
-/// Runs helm with `args`; stdout on success.
+/// Runs helm (`make tools`) with `args`; stdout on success.
 pub fn helm(args: &[&str]) -> Result<String, ChartError> {
-    let bin = helm_bin();
-    let out = run(Command::new(&bin).args(args))?;
-    if !out.status.success() {
-        return Err(ChartError::Helm {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            stderr: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(meshctl::chart::run_helm(&helm_bin(), args)?)
 }
 
-/// `helm template` of the chart in namespace `demo` with `--set key=value`
-/// pairs, parsed into one JSON value per object.
+/// The chart rendered by meshctl as release `sms-checker` in namespace
+/// `demo`, with `--set key=value` pairs: one JSON value per object.
 pub fn render(sets: &[(&str, &str)]) -> Result<Vec<Value>, ChartError> {
-    let chart = chart_dir();
-    let chart = chart.to_string_lossy();
-    let pairs: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut args = vec!["template", "sms-checker", &chart, "--namespace", "demo"];
-    for pair in &pairs {
-        args.extend(["--set", pair.as_str()]);
-    }
-    parse_objects(&helm(&args)?)
+    let yaml = meshctl::chart::render(
+        &helm_bin(),
+        &Render {
+            chart: chart_dir(),
+            release: "sms-checker".into(),
+            namespace: Some("demo".into()),
+            sets: sets.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            ..Render::default()
+        },
+    )?;
+    parse_objects(&yaml)
 }
 
-/// Splits a multi-document YAML stream into its non-empty documents.
+/// Splits a multi-document YAML stream into its objects, as meshctl does.
 pub fn parse_objects(yaml: &str) -> Result<Vec<Value>, ChartError> {
-    let mut objects = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(yaml) {
-        let value: Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| ChartError::Yaml(e.to_string()))?;
-        if !value.is_null() {
-            objects.push(value);
-        }
-    }
-    Ok(objects)
+    Ok(meshctl::chart::parse_objects(yaml)?
+        .into_iter()
+        .map(|object| object.doc)
+        .collect())
 }
 
 /// `Kind/name` of an object, for messages.
@@ -566,9 +569,10 @@ pub fn check_cel_rule(rule: &str, node: &Value) -> Option<bool> {
         r#"self.all(key, key.size() != 0)"# => Some(keys()?.all(|k| !k.is_empty())),
         r#"!self.contains("*")"# => Some(!text()?.contains('*')),
         "self.size() == 0" => Some(text()?.is_empty()),
-        "duration(self) >= duration('1ms')" => {
-            Some(go_duration_ns(text()?).is_some_and(|ns| ns >= 1_000_000.0))
-        }
+        "duration(self) >= duration('1ms')" => Some(
+            meshctl::duration::parse(text()?)
+                .is_ok_and(|d| d >= std::time::Duration::from_millis(1)),
+        ),
         "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1" =>
         {
             let map = node.as_object()?;
@@ -620,37 +624,4 @@ pub fn check_cel_rule(rule: &str, node: &Value) -> Option<bool> {
         }
         _ => None,
     }
-}
-
-/// A Go duration (`1h30m`, `250ms`, `1.5s`) in nanoseconds.
-fn go_duration_ns(text: &str) -> Option<f64> {
-    const UNITS: [(&str, f64); 7] = [
-        ("ns", 1.0),
-        ("us", 1e3),
-        ("µs", 1e3),
-        ("ms", 1e6),
-        ("s", 1e9),
-        ("m", 60e9),
-        ("h", 3600e9),
-    ];
-    if text == "0" {
-        return Some(0.0);
-    }
-    let mut rest = text;
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&end| end > 0)?;
-        let number: f64 = rest[..end].parse().ok()?;
-        rest = &rest[end..];
-        // Longest unit first: "ms" before "m", "ns" before "s".
-        let (unit, scale) = UNITS
-            .iter()
-            .filter(|(unit, _)| rest.starts_with(unit))
-            .max_by_key(|(unit, _)| unit.len())?;
-        total += number * scale;
-        rest = &rest[unit.len()..];
-    }
-    (!text.is_empty()).then_some(total)
 }

@@ -11,6 +11,8 @@ pub mod report;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use meshctl::workspace;
+
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,29 +44,26 @@ pub fn tool(env_var: &str, default: &str) -> PathBuf {
 }
 
 pub fn envoy_bin() -> PathBuf {
-    tool("ENVOY_BIN", ".tools/bin/envoy")
+    tool("ENVOY_BIN", workspace::ENVOY)
 }
 
 pub fn helm_bin() -> PathBuf {
-    tool("HELM_BIN", ".tools/bin/helm")
+    tool("HELM_BIN", workspace::HELM)
 }
 
 /// The cohort filter module (`make wasm`).
 pub fn filter_wasm() -> PathBuf {
-    tool(
-        "FILTER_WASM",
-        "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm",
-    )
+    tool("FILTER_WASM", workspace::FILTER_WASM)
 }
 
 /// The model-service binary (release build, `make model-service`).
 pub fn model_service_bin() -> PathBuf {
-    tool("MODEL_SERVICE_BIN", "target/release/model-service")
+    tool("MODEL_SERVICE_BIN", workspace::MODEL_SERVICE_BIN)
 }
 
 /// Istio's control plane, agent, charts and bootstrap template (`make istio`).
 pub fn istio_dir() -> PathBuf {
-    tool("ISTIO_DIR", ".tools/istio")
+    tool("ISTIO_DIR", workspace::ISTIO_DIR)
 }
 
 /// The `meshctl` binary (`make meshctl`).

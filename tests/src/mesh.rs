@@ -15,7 +15,6 @@
 //! Prometheus scrapes every second, and the run directory is a temporary
 //! folder, so meshes of several tests can run side by side.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+pub use meshctl::mesh::state::{Action, ComponentState as Component, Kind, State};
 
 use crate::process::Process;
 use crate::{envoy_bin, free_port, helm_bin, istio_dir, wait_for, workspace_root};
@@ -39,32 +40,14 @@ pub struct MeshOptions {
     pub prometheus: Option<PathBuf>,
 }
 
-/// One component as `state.json` describes it.
-#[derive(Debug, Clone)]
-pub struct Component {
-    pub name: String,
-    pub kind: String,
-    pub version: Option<String>,
-    /// `<pod>.<namespace>` for a pod's container.
-    pub pod: Option<String>,
-    /// The pod's address (127.0.0.1 for Prometheus).
-    pub ip: String,
-    pub pid: Option<u32>,
-    pub running: bool,
-    pub restarts: u64,
-    pub ports: BTreeMap<String, u16>,
-    pub log: PathBuf,
-}
-
-impl Component {
-    /// `http://<ip>:<port named name><path>`.
-    pub fn url(&self, port: &str, path: &str) -> String {
-        let number = self
-            .ports
-            .get(port)
-            .unwrap_or_else(|| panic!("{} has no port {port}: {:?}", self.name, self.ports));
-        format!("http://{}:{number}{path}", self.ip)
-    }
+/// `http://<ip>:<port named port><path>` of a component, which must have that port.
+pub fn url(component: &Component, port: &str, path: &str) -> String {
+    component.url(port, path).unwrap_or_else(|| {
+        panic!(
+            "{} has no port {port}: {:?}",
+            component.name, component.ports
+        )
+    })
 }
 
 /// The way into the mesh: the port-forward to the ingress gateway, and the
@@ -186,7 +169,7 @@ impl LocalMesh {
                     component_logs(run_dir.path())
                 ));
             }
-            if read_state(run_dir.path()).is_some_and(|s| s["ready"] == true) {
+            if read_state(run_dir.path()).is_some_and(|s| s.ready) {
                 break;
             }
             assert!(
@@ -205,7 +188,7 @@ impl LocalMesh {
     }
 
     /// The `state.json` meshctl keeps current.
-    pub fn state(&self) -> Value {
+    pub fn state(&self) -> State {
         read_state(self.run_dir()).expect("state.json of a running mesh")
     }
 
@@ -220,62 +203,38 @@ impl LocalMesh {
 
     /// The findings meshctl listed: what the local mesh does not reproduce.
     pub fn findings(&self) -> Vec<String> {
-        self.state()["findings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect()
+        self.state().findings.clone()
     }
 
     pub fn components(&self) -> Vec<Component> {
-        self.state()["components"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| Component {
-                name: c["name"].as_str().unwrap_or_default().to_string(),
-                kind: c["kind"].as_str().unwrap_or_default().to_string(),
-                version: c["version"].as_str().map(str::to_string),
-                pod: c["pod"].as_str().map(str::to_string),
-                ip: c["ip"].as_str().unwrap_or_default().to_string(),
-                pid: c["pid"].as_u64().map(|p| p as u32),
-                running: c["running"] == true,
-                restarts: c["restarts"].as_u64().unwrap_or(0),
-                ports: c["ports"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, v)| Some((k.clone(), u16::try_from(v.as_u64()?).ok()?)))
-                    .collect(),
-                log: PathBuf::from(c["log"].as_str().unwrap_or_default()),
-            })
-            .collect()
+        self.state().components.clone()
     }
 
     /// A component by name: `gateway`, `sidecar-v1`, `model-v1`, `prometheus`, ...
     pub fn component(&self, name: &str) -> Component {
-        self.components()
-            .into_iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no component {name} in {}", self.state()))
+        let state = self.state();
+        state
+            .component(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no component {name} in {:?}", state.components))
     }
 
     /// The port-forward to the ingress gateway, and the host to ask for.
     pub fn gateway(&self) -> Gateway {
         let state = self.state();
         Gateway {
-            base: format!("http://127.0.0.1:{}", state["gateway_port"]),
-            host: state["hosts"][0]
-                .as_str()
-                .unwrap_or("localhost")
+            base: format!("http://127.0.0.1:{}", state.gateway_port),
+            host: state
+                .hosts
+                .first()
+                .map_or("localhost", String::as_str)
                 .to_string(),
         }
     }
 
     /// `http://127.0.0.1:<prometheus port>`.
     pub fn prometheus_url(&self) -> String {
-        self.component("prometheus").url("http", "")
+        url(&self.component("prometheus"), "http", "")
     }
 
     /// An HTTP client that returns every status as a response, with no
@@ -291,7 +250,7 @@ impl LocalMesh {
     /// Envoy's `/stats/prometheus` of a proxy (`gateway`, `sidecar-v1`,
     /// ...), on Istio's stats port.
     pub fn proxy_stats(&self, name: &str) -> String {
-        get_text(&self.component(name).url("stats", "/stats/prometheus"))
+        get_text(&url(&self.component(name), "stats", "/stats/prometheus"))
     }
 
     /// A model-service's metrics (`model-v1`, ...), as Istio's agent serves
@@ -303,9 +262,9 @@ impl LocalMesh {
         let sidecar = self
             .components()
             .into_iter()
-            .find(|c| c.kind == "sidecar" && c.pod == pod)
+            .find(|c| c.kind == Kind::Sidecar && c.pod == pod)
             .unwrap_or_else(|| panic!("no sidecar in the pod of {name}"));
-        get_text(&sidecar.url("status", "/stats/prometheus"))
+        get_text(&url(&sidecar, "status", "/stats/prometheus"))
     }
 
     /// A command that runs `program` inside the network namespace of the pod
@@ -393,20 +352,17 @@ impl LocalMesh {
     /// Asks meshctl to stop and start a component again on the same ports,
     /// and waits until it is ready.
     pub fn restart(&self, name: &str) {
-        self.control(name, "restart");
+        self.control(name, Action::Restart);
     }
 
     /// Asks meshctl to stop a component (graceful, unlike [`LocalMesh::kill`]).
     pub fn stop(&self, name: &str) {
-        self.control(name, "stop");
+        self.control(name, Action::Stop);
     }
 
-    fn control(&self, name: &str, action: &str) {
+    fn control(&self, name: &str, action: Action) {
         let before = self.component(name).restarts;
-        let request = self
-            .run_dir()
-            .join("control")
-            .join(format!("{name}.{action}"));
+        let request = meshctl::mesh::state::request_path(self.run_dir(), name, action);
         std::fs::write(&request, "").expect("write a control request");
         wait_for(
             &format!("{action} of {name}"),
@@ -415,7 +371,7 @@ impl LocalMesh {
                 let done = !request.exists();
                 let component = self.component(name);
                 let settled = match action {
-                    "stop" => !component.running,
+                    Action::Stop => !component.running,
                     _ => component.running && component.restarts > before,
                 };
                 (done && settled).then_some(())
@@ -437,9 +393,8 @@ impl LocalMesh {
     }
 }
 
-fn read_state(run_dir: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(run_dir.join("state.json")).ok()?;
-    serde_json::from_str(&text).ok()
+fn read_state(run_dir: &Path) -> Option<State> {
+    State::read(run_dir).ok()
 }
 
 fn get_text(url: &str) -> String {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use sms_checker_tests::chart::{
-    self, ChartError, IstioSchemas, KUBERNETES_VERSION, describe, find, of_kind, render,
+    self, IstioSchemas, KUBERNETES_VERSION, describe, find, of_kind, render,
 };
 
 fn istio() -> &'static IstioSchemas {
@@ -27,8 +27,10 @@ fn render_valid(sets: &[(&str, &str)]) -> Vec<Value> {
 fn render_error(sets: &[(&str, &str)]) -> String {
     match render(sets) {
         Ok(_) => panic!("values {sets:?} were accepted, expected a rejection"),
-        Err(ChartError::Helm { stderr, .. }) => stderr,
-        Err(other) => panic!("values {sets:?}: expected a helm error, got {other}"),
+        Err(err) => match err.helm_message() {
+            Some(message) => message.to_string(),
+            None => panic!("values {sets:?}: expected a helm error, got {err}"),
+        },
     }
 }
 

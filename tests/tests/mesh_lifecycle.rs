@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sms_checker_tests::mesh::{LocalMesh, MeshOptions, parallel, pid_alive, predict};
+use sms_checker_tests::mesh::{Kind, LocalMesh, MeshOptions, parallel, pid_alive, predict};
 use sms_checker_tests::wait_for;
 
 fn component_pids(mesh: &LocalMesh) -> Vec<(String, u32)> {
@@ -62,10 +62,7 @@ fn ctrl_c_stops_every_process_and_each_logged_to_its_own_file() {
 /// Whether the host still has its link into the mesh's pod network: the
 /// kernel removes it once every process in the mesh's namespaces is gone.
 fn mesh_network_exists(mesh: &LocalMesh) -> bool {
-    let node = mesh.state()["network"]["node_ip"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let node = mesh.state().network.node_ip.clone();
     let host = node
         .rsplit_once('.')
         .map(|(net, _)| format!("{net}.254"))
@@ -113,7 +110,7 @@ fn without_prometheus_the_mesh_says_so_and_runs() {
     let output = mesh.output();
     assert!(output.contains("Prometheus not found at"), "{output}");
     assert!(output.contains("running without it"), "{output}");
-    assert!(mesh.components().iter().all(|c| c.kind != "prometheus"));
+    assert!(mesh.components().iter().all(|c| c.kind != Kind::Prometheus));
     let gateway = mesh.gateway();
     for reply in parallel(20, 4, |agent, _| {
         predict(agent, &gateway, None, "hello there")

@@ -133,14 +133,11 @@ fn a_healthy_canary_is_ramped_through_every_step_to_100_percent() {
     let log = events(dir.path());
     assert_eq!(weights(&log), [10, 50, 100], "{}", describe(&output));
     assert_eq!(log.last().expect("events")["end"], "promoted");
-    let values = mesh.state()["values"].clone();
+    let values = mesh.state().values.clone();
     assert_eq!(
-        values
-            .as_array()
-            .and_then(|v| v.last())
-            .and_then(Value::as_str),
+        values.last().map(String::as_str),
         Some("istio.trafficSplit.stable=0,istio.trafficSplit.canary=100"),
-        "{values}"
+        "{values:?}"
     );
     // No request failed because of a weight change.
     let failed: Vec<_> = sent.iter().filter(|s| s.reply.status != 200).collect();

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict};
+use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict, url};
 use sms_checker_tests::report::{meshctl_bin, report_row};
 use sms_checker_tests::shared_dir;
 
@@ -390,7 +390,7 @@ fn counts_survive_a_restarted_sidecar() {
     let (_, r) = report(&mesh, &[]);
     let v1 = report_row(&r["versions"], &[("version", "v1")]);
     // The pod's merged metrics target: Istio's agent on the status port.
-    let target = mesh.component("sidecar-v1").url("status", "");
+    let target = url(&mesh.component("sidecar-v1"), "status", "");
     let instance = target.trim_start_matches("http://");
     let samples = |query: &str| -> Vec<String> {
         let url = format!("{}/api/v1/query", mesh.prometheus_url());

@@ -20,7 +20,7 @@ mod network;
 mod pods;
 mod prometheus;
 mod run;
-mod state;
+pub mod state;
 mod supervisor;
 pub mod values;
 
