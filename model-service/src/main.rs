@@ -9,7 +9,7 @@ use clap::Parser;
 use model_service::app::{self, AppState};
 use model_service::config::{Cli, Command, EvaluateArgs, LogFormat, ServeArgs, TrainArgs};
 use model_service::dataset::Dataset;
-use model_service::model::{Metrics, Model, Version};
+use model_service::model::{Model, Scores, Version};
 use model_service::train;
 
 fn main() -> ExitCode {
@@ -58,7 +58,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(
         version = %model.version,
         classifier = %model.classifier,
-        accuracy = model.metrics.accuracy,
+        accuracy = model.scores.accuracy,
         "model loaded"
     );
     let state = AppState::new(model).map_err(|e| format!("metrics registry: {e}"))?;
@@ -82,7 +82,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     })
 }
 
-fn print_table(rows: &[(Version, String, Metrics)]) {
+fn print_table(rows: &[(Version, String, Scores)]) {
     println!(
         "{:<8} {:<46} {:>9} {:>9} {:>9} {:>8}",
         "version", "classifier", "accuracy", "precision", "recall", "spam_f1"
@@ -119,7 +119,7 @@ fn train_models(args: &TrainArgs) -> Result<(), String> {
             .map_err(|e| format!("serialise {version}: {e}"))?;
         std::fs::write(&path, bytes).map_err(|e| format!("write {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
-        rows.push((version, artifact.classifier, artifact.metrics));
+        rows.push((version, artifact.classifier, artifact.scores));
     }
     print_table(&rows);
     Ok(())
@@ -137,11 +137,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     for version in Version::ALL {
         let model = Model::load(&args.data.models_dir, version).map_err(|e| e.to_string())?;
-        let metrics = train::evaluate(&model, &dataset, &split);
-        if metrics != model.metrics {
+        let scores = train::evaluate(&model, &dataset, &split);
+        if scores != model.scores {
             println!("note: {version} scores differ from those recorded in its artifact");
         }
-        rows.push((version, model.classifier.clone(), metrics));
+        rows.push((version, model.classifier.clone(), scores));
     }
     print_table(&rows);
     Ok(())

@@ -17,6 +17,14 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.01, 0.025, 0.05, 0.1,
 ];
 
+/// Metric names, as Prometheus shows them; `meshctl report` reads the first two.
+pub const PREDICTIONS: &str = "model_predictions_total";
+pub const PREDICTION_LATENCY: &str = "model_prediction_latency_seconds";
+pub const HTTP_REQUESTS: &str = "model_http_requests_total";
+pub const INFO: &str = "model_info";
+
+/// The service's Prometheus metrics (a model's test-split scores are
+/// [`crate::model::Scores`]).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -31,26 +39,23 @@ impl Metrics {
         let registry = Registry::new();
         let version = model.version.as_str();
         let predictions = IntCounterVec::new(
-            Opts::new("model_predictions_total", "Predictions made, by verdict"),
+            Opts::new(PREDICTIONS, "Predictions made, by verdict"),
             &["result", "version"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "model_prediction_latency_seconds",
-                "Time spent classifying one message",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(PREDICTION_LATENCY, "Time spent classifying one message")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["version"],
         )?;
         let http_requests = IntCounterVec::new(
             Opts::new(
-                "model_http_requests_total",
+                HTTP_REQUESTS,
                 "HTTP requests, by matched route, method and status",
             ),
             &["route", "method", "status"],
         )?;
         let info = IntGaugeVec::new(
-            Opts::new("model_info", "The model and build serving, always 1"),
+            Opts::new(INFO, "The model and build serving, always 1"),
             &["version", "classifier", "service_version", "dataset_sha256"],
         )?;
         registry.register(Box::new(predictions.clone()))?;

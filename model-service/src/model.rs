@@ -80,9 +80,11 @@ impl Label {
     }
 }
 
-/// Test-split scores, spam being the positive class.
+/// Test-split scores, spam being the positive class (what `evaluate` prints
+/// and each artifact records; the service's Prometheus metrics are
+/// [`crate::metrics::Metrics`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct Scores {
     pub accuracy: f64,
     pub precision: f64,
     pub recall: f64,
@@ -93,9 +95,9 @@ pub struct Metrics {
     pub false_negatives: u32,
 }
 
-impl Metrics {
+impl Scores {
     /// Scores `predicted` against `actual`, pairwise.
-    pub fn score(actual: &[Label], predicted: &[Label]) -> Metrics {
+    pub fn score(actual: &[Label], predicted: &[Label]) -> Scores {
         let (mut tp, mut fp, mut tn, mut fneg) = (0u32, 0u32, 0u32, 0u32);
         for (a, p) in actual.iter().zip(predicted) {
             match (a, p) {
@@ -119,7 +121,7 @@ impl Metrics {
         } else {
             2.0 * precision * recall / (precision + recall)
         };
-        Metrics {
+        Scores {
             accuracy: ratio(tp + tn, tp + fp + tn + fneg),
             precision,
             recall,
@@ -207,7 +209,9 @@ pub struct Artifact {
     pub version: Version,
     pub classifier: String,
     pub dataset: DatasetInfo,
-    pub metrics: Metrics,
+    /// `metrics` in the artifact's JSON, which stays as it was written.
+    #[serde(rename = "metrics")]
+    pub scores: Scores,
     pub model: Params,
 }
 
@@ -302,7 +306,7 @@ impl Prediction {
 pub struct Model {
     pub version: Version,
     pub classifier: String,
-    pub metrics: Metrics,
+    pub scores: Scores,
     pub dataset_sha256: String,
     scorer: Scorer,
 }
@@ -415,7 +419,7 @@ impl Model {
         Ok(Model {
             version: artifact.version,
             classifier: artifact.classifier.clone(),
-            metrics: artifact.metrics,
+            scores: artifact.scores,
             dataset_sha256: artifact.dataset.sha256.clone(),
             scorer,
         })
@@ -491,7 +495,7 @@ mod tests {
         use Label::{Ham, Spam};
         let actual = [Spam, Spam, Spam, Ham, Ham, Ham, Ham, Ham];
         let predicted = [Spam, Spam, Ham, Spam, Ham, Ham, Ham, Ham];
-        let m = Metrics::score(&actual, &predicted);
+        let m = Scores::score(&actual, &predicted);
         assert_eq!(
             (
                 m.true_positives,
@@ -506,7 +510,7 @@ mod tests {
         assert_eq!(m.recall, 2.0 / 3.0);
         assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12);
         // No spam predicted at all: precision and F1 are 0, not NaN.
-        let none = Metrics::score(&[Spam, Ham], &[Ham, Ham]);
+        let none = Scores::score(&[Spam, Ham], &[Ham, Ham]);
         assert_eq!((none.precision, none.f1), (0.0, 0.0));
     }
 

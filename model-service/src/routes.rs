@@ -234,8 +234,8 @@ pub async fn version(State(state): State<AppState>) -> Json<VersionBody> {
         classifier: model.classifier.clone(),
         service_version: env!("CARGO_PKG_VERSION"),
         dataset_sha256: model.dataset_sha256.clone(),
-        accuracy: model.metrics.accuracy,
-        spam_f1: model.metrics.f1,
+        accuracy: model.scores.accuracy,
+        spam_f1: model.scores.f1,
     })
 }
 

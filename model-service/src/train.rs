@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::dataset::{Dataset, Rng, SPLIT_SEED, Split, TEST_FRACTION, stratified_split};
 use crate::model::{
-    Artifact, DatasetInfo, FORMAT, FeatureSpec, InvalidModel, Label, Metrics, Model, Params,
-    Version,
+    Artifact, DatasetInfo, FORMAT, FeatureSpec, InvalidModel, Label, Model, Params, Scores, Version,
 };
 use crate::text::{FeatureSet, Kind, feature_id, for_each_byte_word, for_each_feature};
 
@@ -68,16 +67,16 @@ pub fn train(version: Version, dataset: &Dataset) -> Result<Artifact, InvalidMod
             train_messages: split.train.len() as u32,
             test_messages: split.test.len() as u32,
         },
-        metrics: Metrics::score(&[], &[]),
+        scores: Scores::score(&[], &[]),
         model,
     };
     let loaded = Model::from_artifact(&artifact)?;
-    artifact.metrics = evaluate(&loaded, dataset, &split);
+    artifact.scores = evaluate(&loaded, dataset, &split);
     Ok(artifact)
 }
 
 /// Scores `model` on the test messages of `split`.
-pub fn evaluate(model: &Model, dataset: &Dataset, split: &Split) -> Metrics {
+pub fn evaluate(model: &Model, dataset: &Dataset, split: &Split) -> Scores {
     let actual: Vec<Label> = split
         .test
         .iter()
@@ -88,7 +87,7 @@ pub fn evaluate(model: &Model, dataset: &Dataset, split: &Split) -> Metrics {
         .iter()
         .map(|&i| model.predict(&dataset.messages[i].text).label)
         .collect();
-    Metrics::score(&actual, &predicted)
+    Scores::score(&actual, &predicted)
 }
 
 fn class(label: Label) -> usize {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use model_service::dataset::{self, Dataset};
-use model_service::model::{Artifact, Metrics, Model, Params, Version};
+use model_service::model::{Artifact, Model, Params, Scores, Version};
 use model_service::train;
 
 fn models_dir() -> PathBuf {
@@ -18,18 +18,18 @@ fn dataset() -> Dataset {
     })
 }
 
-fn scores(dataset: &Dataset) -> Vec<(Version, Metrics)> {
+fn scores(dataset: &Dataset) -> Vec<(Version, Scores)> {
     let split = train::split(dataset);
     Version::ALL
         .iter()
         .map(|&version| {
             let model = Model::load(&models_dir(), version).unwrap();
-            let metrics = train::evaluate(&model, dataset, &split);
+            let scores = train::evaluate(&model, dataset, &split);
             assert_eq!(
-                metrics, model.metrics,
+                scores, model.scores,
                 "{version}: scores recomputed from the artifact differ from those it records"
             );
-            (version, metrics)
+            (version, scores)
         })
         .collect()
 }
