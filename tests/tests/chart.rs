@@ -1264,6 +1264,44 @@ fn install_dry_run_prints_how_to_reach_the_app() {
     assert!(err.to_string().contains("requires kubeVersion"), "{err}");
 }
 
+/// The part each version plays is written in the chart (`sms-checker.role`
+/// in `_helpers.tpl`, the Deployments' `app.kubernetes.io/component`) and
+/// in meshctl's report (`Role::CHART_DEFAULTS`, what it compares when no
+/// `--role` is given): the two agree, each cohort's route goes to the version
+/// of the same name's role, and the shadow is the mirror.
+#[test]
+fn version_roles_agree_with_meshctls_report() {
+    use meshctl::report::Role;
+    let objects = render_valid(&[]);
+    let roles = Role::chart_defaults();
+    let deployments = of_kind(&objects, "Deployment");
+    assert_eq!(deployments.len(), roles.len(), "a role for every version");
+    for deployment in deployments {
+        let labels = &deployment["metadata"]["labels"];
+        let version = labels["version"].as_str().expect("version label");
+        let role = roles
+            .get(version)
+            .unwrap_or_else(|| panic!("meshctl knows no role for {version}"));
+        assert_eq!(
+            labels["app.kubernetes.io/component"],
+            role.as_str(),
+            "{}",
+            describe(deployment)
+        );
+    }
+    let vs = virtual_service(&objects);
+    for (version, role) in &roles {
+        if *role == Role::Shadow {
+            let split = route(vs, "split").expect("split route");
+            assert_eq!(split["mirror"]["subset"], version.as_str());
+        } else {
+            let cohort = route(vs, &format!("cohort-{role}"))
+                .unwrap_or_else(|| panic!("no route for cohort {role}"));
+            assert_eq!(destinations(cohort), [(version.clone(), None)]);
+        }
+    }
+}
+
 /// The chart's values are the source of truth, and the filter's defaults
 /// (used when a key is left out) say the same thing.
 #[test]

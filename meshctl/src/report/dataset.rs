@@ -3,27 +3,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use model_service::metrics as service;
+use sms_checker_filter::metrics as filter;
+
 use super::ReportError;
 use super::model::{Role, Source, Window};
 use super::prom::{self, Increase, Labels, Prometheus};
 use super::stats::quantile::{Bucket, Histogram};
 
 /// Metric names as exposed, with the optional prefix some Envoy set-ups add.
+/// The names are the filter's and the model-service's own constants.
 #[derive(Debug, Clone)]
 pub struct MetricNames {
     pub prefix: String,
 }
 
 impl MetricNames {
-    pub const SIDECAR_REQUESTS: &'static str = "sms_model_requests_total";
-    pub const SIDECAR_DURATION: &'static str = "sms_model_request_duration_milliseconds_bucket";
-    pub const GATEWAY_REQUESTS: &'static str = "sms_cohort_requests_total";
-    pub const GATEWAY_DURATION: &'static str = "sms_cohort_request_duration_milliseconds_bucket";
+    pub const SIDECAR_REQUESTS: &'static str = filter::SIDECAR_REQUESTS;
+    /// A histogram: its series are `<name>_bucket` (see [`bucket`]).
+    pub const SIDECAR_DURATION: &'static str = filter::SIDECAR_DURATION;
+    pub const GATEWAY_REQUESTS: &'static str = filter::GATEWAY_REQUESTS;
+    /// A histogram, like [`Self::SIDECAR_DURATION`].
+    pub const GATEWAY_DURATION: &'static str = filter::GATEWAY_DURATION;
     /// Per request, `user="new"` when the gateway issued a cookie.
-    pub const GATEWAY_USERS: &'static str = "sms_cohort_users_total";
+    pub const GATEWAY_USERS: &'static str = filter::GATEWAY_USERS;
     /// The model-service's own metrics never carry the Envoy prefix.
-    pub const SERVICE_PREDICTIONS: &'static str = "model_predictions_total";
-    pub const SERVICE_LATENCY: &'static str = "model_prediction_latency_seconds_bucket";
+    pub const SERVICE_PREDICTIONS: &'static str = service::PREDICTIONS;
+    /// A histogram, in seconds.
+    pub const SERVICE_LATENCY: &'static str = service::PREDICTION_LATENCY;
 
     pub fn filter(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -34,14 +41,19 @@ impl MetricNames {
         vec![
             super::prom::UPTIME.to_string(),
             self.filter(Self::SIDECAR_REQUESTS),
-            self.filter(Self::SIDECAR_DURATION),
+            bucket(&self.filter(Self::SIDECAR_DURATION)),
             self.filter(Self::GATEWAY_REQUESTS),
-            self.filter(Self::GATEWAY_DURATION),
+            bucket(&self.filter(Self::GATEWAY_DURATION)),
             self.filter(Self::GATEWAY_USERS),
             Self::SERVICE_PREDICTIONS.to_string(),
-            Self::SERVICE_LATENCY.to_string(),
+            bucket(Self::SERVICE_LATENCY),
         ]
     }
+}
+
+/// The series of a histogram's cumulative buckets, as Prometheus exposes them.
+pub fn bucket(histogram: &str) -> String {
+    format!("{histogram}_bucket")
 }
 
 /// The counter increases of one window, summed on demand over the labels a
@@ -103,11 +115,11 @@ impl Dataset {
             .collect()
     }
 
-    /// Cumulative buckets summed by `le`; `scale` converts the bounds
-    /// (seconds to milliseconds).
+    /// The cumulative buckets of histogram `name` summed by `le`; `scale`
+    /// converts the bounds (seconds to milliseconds).
     pub fn histogram(&self, name: &str, scale: f64, keep: impl Fn(&Labels) -> bool) -> Histogram {
         let mut by_bound: BTreeMap<String, f64> = BTreeMap::new();
-        for i in self.series(name).filter(|i| keep(&i.labels)) {
+        for i in self.series(&bucket(name)).filter(|i| keep(&i.labels)) {
             *by_bound
                 .entry(label(&i.labels, "le").to_string())
                 .or_default() += i.value;

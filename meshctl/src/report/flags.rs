@@ -104,11 +104,7 @@ impl DecisionArgs {
 
 /// The chart's default roles, then the user's overrides.
 fn roles(overrides: &[(String, Role)]) -> BTreeMap<String, Role> {
-    let mut roles = BTreeMap::from([
-        ("v1".to_string(), Role::Stable),
-        ("v2".to_string(), Role::Canary),
-        ("v3".to_string(), Role::Shadow),
-    ]);
+    let mut roles = Role::chart_defaults();
     roles.extend(overrides.iter().cloned());
     roles
 }

@@ -21,6 +21,23 @@ pub enum Role {
 }
 
 impl Role {
+    /// The part each of the chart's versions plays, as its `_helpers.tpl`
+    /// (`sms-checker.role`) labels them; tests/tests/chart.rs checks the two
+    /// agree.
+    pub const CHART_DEFAULTS: [(&'static str, Role); 3] = [
+        ("v1", Role::Stable),
+        ("v2", Role::Canary),
+        ("v3", Role::Shadow),
+    ];
+
+    /// [`Role::CHART_DEFAULTS`] by version.
+    pub fn chart_defaults() -> BTreeMap<String, Role> {
+        Role::CHART_DEFAULTS
+            .iter()
+            .map(|&(version, role)| (version.to_string(), role))
+            .collect()
+    }
+
     /// The cohort that routes to this role (cohorts are named after roles).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,19 +1,12 @@
 //! Evidence for the report's unit tests: a window like the seed's, built
 //! from counter increases as Prometheus would give them.
-
-use std::collections::BTreeMap;
-
-use super::dataset::{Dataset, MetricNames};
+use super::dataset::{Dataset, MetricNames, bucket};
 use super::model::{Gate, Role, Settings, Window};
 use super::prom::Increase;
 
 pub fn settings() -> Settings {
     Settings {
-        roles: BTreeMap::from([
-            ("v1".to_string(), Role::Stable),
-            ("v2".to_string(), Role::Canary),
-            ("v3".to_string(), Role::Shadow),
-        ]),
+        roles: Role::chart_defaults(),
         confidence: 0.95,
         sequence_tuning: 1000.0,
         min_requests: 100.0,
@@ -164,7 +157,7 @@ pub fn dataset(canary_errors: f64, canary_bin: &str) -> Dataset {
             117.0,
         ),
     ];
-    let gd = MetricNames::GATEWAY_DURATION;
+    let gd = &bucket(MetricNames::GATEWAY_DURATION);
     all.extend(buckets(
         gd,
         "cohort",
@@ -182,7 +175,7 @@ pub fn dataset(canary_errors: f64, canary_bin: &str) -> Dataset {
         .map(|le| (le, if le == canary_bin { 100.0 } else { 0.0 }))
         .collect();
     all.extend(buckets(gd, "cohort", "canary", &canary));
-    let sd = MetricNames::SIDECAR_DURATION;
+    let sd = &bucket(MetricNames::SIDECAR_DURATION);
     all.extend(buckets(
         sd,
         "version",

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::report::Settings;
-use crate::report::dataset::{Dataset, MetricNames};
+use crate::report::dataset::{Dataset, MetricNames, bucket};
 use crate::report::model::{Metric, Window};
 use crate::report::prom::Increase;
 use crate::report::testdata::settings;
@@ -183,7 +183,7 @@ impl World {
             mass -= share;
             cumulative += n;
             out.push(inc(
-                MetricNames::GATEWAY_DURATION,
+                &bucket(MetricNames::GATEWAY_DURATION),
                 &[("cohort", cohort), ("le", le)],
                 cumulative,
             ));
