@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
@@ -18,6 +19,7 @@ use tower_http::request_id::{
 };
 
 use crate::error::LoggedError;
+use crate::headers::{HeaderNames, REQUEST_ID_HEADER};
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::routes;
@@ -32,10 +34,13 @@ pub struct AppState {
     /// False until serving starts and again from the shutdown signal on.
     pub ready: Arc<AtomicBool>,
     pub version_header: HeaderValue,
+    pub headers: Arc<HeaderNames>,
+    /// The `/sms` page, told which headers to read (cheap to clone).
+    pub page: Bytes,
 }
 
 impl AppState {
-    pub fn new(model: Model) -> Result<AppState, prometheus::Error> {
+    pub fn new(model: Model, headers: HeaderNames) -> Result<AppState, prometheus::Error> {
         let metrics = Metrics::new(&model)?;
         let version_header = HeaderValue::from_static(model.version.as_str());
         Ok(AppState {
@@ -43,12 +48,14 @@ impl AppState {
             metrics: Arc::new(metrics),
             ready: Arc::new(AtomicBool::new(false)),
             version_header,
+            page: routes::sms_page_html(&headers),
+            headers: Arc::new(headers),
         })
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    let request_id = axum::http::HeaderName::from_static(routes::REQUEST_ID_HEADER);
+    let request_id = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route("/", get(routes::usage))
         .route("/predict", post(routes::predict))
@@ -118,7 +125,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let request_id = request.headers().get(routes::REQUEST_ID_HEADER).cloned();
+    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
     let response = next.run(request).await;
     let status = response.status();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);

@@ -22,7 +22,7 @@ pub const TEST_FRACTION: f64 = 0.2;
 /// `$SMS_SHARED_DIR/data/sms-spam-collection/SMSSpamCollection`, the shared
 /// folder defaulting to `../shared` beside the checkout.
 pub fn default_path() -> PathBuf {
-    let shared = std::env::var_os("SMS_SHARED_DIR")
+    let shared = std::env::var_os(crate::config::env::SMS_SHARED_DIR)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
     shared.join("data/sms-spam-collection").join(FILE_NAME)

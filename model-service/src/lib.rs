@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod headers;
 pub mod metrics;
 pub mod model;
 pub mod routes;

@@ -54,6 +54,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         "starting model-service"
     );
     let drain = args.drain()?;
+    let headers = args.headers.names().map_err(|e| e.to_string())?;
     let model = Model::load(&args.models_dir, args.model_version).map_err(|e| e.to_string())?;
     tracing::info!(
         version = %model.version,
@@ -61,7 +62,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         accuracy = model.scores.accuracy,
         "model loaded"
     );
-    let state = AppState::new(model).map_err(|e| format!("metrics registry: {e}"))?;
+    let state = AppState::new(model, headers).map_err(|e| format!("metrics registry: {e}"))?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if args.threads > 0 {
         builder.worker_threads(args.threads);

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,14 +14,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::error::{ApiError, BODY_LIMIT, ErrorBody, ErrorCode};
+use crate::headers::{HeaderNames, VERSION_HEADER};
 use crate::model::Label;
-
-/// The response headers the sidecar filter and the `/sms` page read.
-pub const VERSION_HEADER: &str = "x-model-version";
-pub const PREDICTION_HEADER: &str = "x-model-prediction";
-/// Set by the gateway on the request; echoed so the page can show it.
-pub const COHORT_HEADER: &str = "x-experiment-cohort";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictRequest<'a> {
@@ -103,7 +97,7 @@ pub struct ApiDoc;
     responses(
         (status = 200, description = "The verdict", body = PredictResponse,
             headers(("x-model-version" = String, description = "The version that answered"),
-                    ("x-model-prediction" = String, description = "spam or ham"))),
+                    ("x-model-prediction" = String, description = "spam or ham (named by PREDICTION_HEADER)"))),
         (status = 400, description = "Invalid UTF-8 or JSON, missing or non-string `sms`, or a body that is not an object (`invalid_utf8`, `invalid_json`, `invalid_field`, `body_read_failed`)", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Content type is not application/json (`unsupported_media_type`)", body = ErrorBody),
@@ -169,11 +163,11 @@ pub async fn predict(
     let out = response.headers_mut();
     out.insert(VERSION_HEADER, state.version_header.clone());
     out.insert(
-        PREDICTION_HEADER,
+        state.headers.prediction.clone(),
         HeaderValue::from_static(prediction.label.as_str()),
     );
-    if let Some(cohort) = headers.get(COHORT_HEADER) {
-        out.insert(COHORT_HEADER, cohort.clone());
+    if let Some(cohort) = headers.get(&state.headers.cohort) {
+        out.insert(state.headers.cohort_response.clone(), cohort.clone());
     }
     Ok(response)
 }
@@ -284,8 +278,28 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 /// A page to type an SMS and see the verdict, version and cohort.
 #[utoipa::path(get, path = "/sms", responses((status = 200, content_type = "text/html", body = String)))]
-pub async fn sms_page() -> Html<&'static str> {
-    Html(include_str!("sms.html"))
+pub async fn sms_page(State(state): State<AppState>) -> Html<Bytes> {
+    Html(state.page.clone())
+}
+
+/// The page with the names of the response headers it shows, rendered once.
+pub fn sms_page_html(headers: &HeaderNames) -> Bytes {
+    include_str!("sms.html")
+        .replace("{{version_header}}", &attribute(VERSION_HEADER))
+        .replace(
+            "{{cohort_header}}",
+            &attribute(headers.cohort_response.as_str()),
+        )
+        .into()
+}
+
+/// Text for a double-quoted HTML attribute (a header name may hold `&` or `'`).
+fn attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {

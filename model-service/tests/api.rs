@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use model_service::app::{AppState, router};
+use model_service::headers::HeaderNames;
 use model_service::model::{Model, Version};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -18,7 +19,7 @@ fn models_dir() -> &'static Path {
 
 fn state(version: Version) -> AppState {
     let model = Model::load(models_dir(), version).expect("committed artifact loads");
-    let state = AppState::new(model).expect("metrics registry");
+    let state = AppState::new(model, HeaderNames::default()).expect("metrics registry");
     state.ready.store(true, Ordering::Release);
     state
 }
@@ -117,6 +118,37 @@ async fn request_ids_are_kept_or_made_and_the_cohort_is_echoed() {
     assert_ne!(Some(made), second.header("x-request-id"), "ids are unique");
     let reply = first;
     assert_eq!(reply.header("x-experiment-cohort"), None);
+}
+
+/// The header names the chart sets: the verdict and the cohort go out
+/// under them, the cohort is read from the configured request header, and
+/// the page reads the configured names.
+#[tokio::test]
+async fn configured_header_names_are_the_ones_used() {
+    let name = |text: &str| axum::http::HeaderName::from_bytes(text.as_bytes()).unwrap();
+    let names = HeaderNames::new(name("x-verdict"), name("x-arm"), name("x-arm-out")).unwrap();
+    let model = Model::load(models_dir(), Version::V2).expect("committed artifact loads");
+    let app = router(AppState::new(model, names).expect("metrics registry"));
+    let request = Request::post("/predict")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-arm", "canary")
+        .header("x-experiment-cohort", "stable")
+        .body(Body::from(json!({ "sms": SPAM }).to_string()))
+        .unwrap();
+    let reply = send(&app, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-verdict"), Some("spam"));
+    assert_eq!(reply.header("x-arm-out"), Some("canary"));
+    assert_eq!(reply.header("x-model-version"), Some("v2"));
+    for default in ["x-model-prediction", "x-experiment-cohort", "x-arm"] {
+        assert_eq!(reply.header(default), None, "{default}");
+    }
+
+    let page = send(&app, Request::get("/sms").body(Body::empty()).unwrap()).await;
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(html.contains(r#"data-cohort-header="x-arm-out""#), "{html}");
+    assert!(html.contains(r#"data-version-header="x-model-version""#));
+    assert!(!html.contains("x-experiment-cohort"));
 }
 
 /// Every bad input gets its status and a JSON body saying what is wrong.

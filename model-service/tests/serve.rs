@@ -122,6 +122,31 @@ fn missing_artifact_stops_start_up_naming_the_file() {
     assert!(log.contains("cannot read"), "{log}");
 }
 
+/// Two response headers under one name would hide one of them (the
+/// sidecar would count a cohort as the prediction): refused at start-up.
+#[test]
+fn response_headers_sharing_a_name_stop_start_up() {
+    let port = free_port().to_string();
+    let mut service = Service::start(&[
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--prediction-header",
+        "x-answer",
+        "--cohort-response-header",
+        "X-Answer",
+    ]);
+    let status = service.wait(Duration::from_secs(20));
+    assert!(!status.success());
+    let log = service.log();
+    assert!(
+        log.contains("both x-answer: each needs its own name"),
+        "{log}"
+    );
+}
+
 #[test]
 fn sigterm_turns_readiness_off_then_finishes_requests_in_flight() {
     let port = free_port();

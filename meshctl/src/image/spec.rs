@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use model_service::config::env as service_env;
 use oci_spec::image::{Arch, ConfigBuilder, ImageConfigurationBuilder, Os, RootFsBuilder};
 
 use super::ImageError;
@@ -25,7 +26,7 @@ pub const MODEL_SERVICE_BINARY: &str = "model-service";
 pub const MODELS_DIR: &str = "models";
 /// distroless's `nonroot` user; numeric so it needs no `/etc/passwd`.
 pub const MODEL_SERVICE_USER: &str = "65532:65532";
-pub const MODEL_SERVICE_PORT: u16 = 8081;
+pub const MODEL_SERVICE_PORT: u16 = model_service::config::DEFAULT_PORT;
 
 const WASM_MAGIC: &[u8] = b"\0asm";
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -96,7 +97,7 @@ pub fn model_service(
     let process = ConfigBuilder::default()
         .user(MODEL_SERVICE_USER)
         .entrypoint(vec![format!("/{MODEL_SERVICE_BINARY}")])
-        .env(vec![format!("MODELS_DIR=/{MODELS_DIR}")])
+        .env(vec![format!("{}=/{MODELS_DIR}", service_env::MODELS_DIR)])
         .exposed_ports(vec![format!("{MODEL_SERVICE_PORT}/tcp")])
         .build()
         .map_err(spec_error)?;

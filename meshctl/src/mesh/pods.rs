@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use model_service::config::env as service_env;
 use serde::Deserialize;
 
 use super::network::{Netns, Network};
@@ -336,8 +337,11 @@ impl Pod {
             }
             Image::ModelService => {
                 // The image sets MODELS_DIR to where it keeps the models.
-                if !env.iter().any(|(k, _)| k == "MODELS_DIR") {
-                    env.push(("MODELS_DIR".into(), images.models_dir.display().to_string()));
+                if !env.iter().any(|(k, _)| k == service_env::MODELS_DIR) {
+                    env.push((
+                        service_env::MODELS_DIR.into(),
+                        images.models_dir.display().to_string(),
+                    ));
                 }
                 images.model_service.clone()
             }
