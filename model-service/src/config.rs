@@ -161,6 +161,15 @@ pub struct EvaluateArgs {
 }
 
 impl ServeArgs {
+    /// Every environment variable `serve` reads: its flags' twins.
+    pub fn env_names() -> Vec<String> {
+        ServeArgs::augment_args(clap::Command::new("serve"))
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
     pub fn drain(&self) -> Result<std::time::Duration, String> {
         std::time::Duration::try_from_secs_f64(self.drain_seconds)
             .map_err(|err| format!("--drain-seconds {}: {err}", self.drain_seconds))

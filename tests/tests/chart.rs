@@ -1024,6 +1024,80 @@ fn templates_reject_what_the_schema_cannot_express() {
     }
 }
 
+/// Header names the chart lets a user change reach every part that reads
+/// them: the filter's gateway and sidecar configs, the VirtualService, and the
+/// model-service's environment (whose names are ones it reads). The local
+/// mesh shows the result end to end (tests/tests/mesh_names.rs).
+#[test]
+fn header_names_reach_the_filter_the_routes_and_the_model_service() {
+    let objects = render_valid(&[
+        ("filter.predictionHeader", "x-verdict"),
+        ("experiment.cohortHeader", "x-arm"),
+        ("experiment.responseHeader", "x-arm-out"),
+    ]);
+    let gateway = plugin_config(&objects, "sms-checker-cohort-gateway");
+    assert_eq!(gateway["cohortHeader"], "x-arm");
+    assert_eq!(gateway["responseHeader"], "x-arm-out");
+    for version in ["v1", "v2", "v3"] {
+        let sidecar = plugin_config(&objects, &format!("sms-checker-cohort-{version}"));
+        assert_eq!(sidecar["cohortHeader"], "x-arm", "{version}");
+        assert_eq!(sidecar["predictionHeader"], "x-verdict", "{version}");
+    }
+    let canary = route(virtual_service(&objects), "cohort-canary").expect("canary route");
+    assert_eq!(canary["match"][0]["headers"]["x-arm"]["exact"], "canary");
+
+    use model_service::config::{ServeArgs, env};
+    let reads = ServeArgs::env_names();
+    for deployment in of_kind(&objects, "Deployment") {
+        let vars = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env");
+        let value = |name: &str| {
+            vars.iter()
+                .find(|e| e["name"] == name)
+                .and_then(|e| e["value"].as_str())
+        };
+        assert_eq!(value(env::PREDICTION_HEADER), Some("x-verdict"));
+        assert_eq!(value(env::COHORT_HEADER), Some("x-arm"));
+        assert_eq!(value(env::COHORT_RESPONSE_HEADER), Some("x-arm-out"));
+        for var in vars {
+            let name = var["name"].as_str().expect("env name");
+            assert!(
+                reads.iter().any(|r| r == name),
+                "{}: the model-service reads no {name} (it reads {reads:?})",
+                describe(deployment)
+            );
+        }
+    }
+}
+
+/// Names that cannot work are refused before anything is installed: the
+/// model-service's answers carry the verdict, the cohort, its version and the
+/// request id, each under its own name.
+#[test]
+fn response_header_names_that_would_clash_are_refused() {
+    use model_service::headers::{REQUEST_ID_HEADER, VERSION_HEADER};
+    let message = render_error(&[("filter.predictionHeader", "x-experiment-cohort")]);
+    assert!(
+        message.contains(
+            "filter.predictionHeader and experiment.responseHeader are both x-experiment-cohort"
+        ),
+        "{message}"
+    );
+    for field in ["filter.predictionHeader", "experiment.responseHeader"] {
+        for taken in [VERSION_HEADER, REQUEST_ID_HEADER] {
+            let message = render_error(&[(field, taken)]);
+            assert!(
+                message.contains(&format!("{field}={taken} is not allowed")),
+                "{message}"
+            );
+        }
+    }
+    // A request header may share a response header's name (the defaults
+    // give the cohort one name both ways).
+    render_valid(&[("experiment.cohortHeader", "x-model-prediction")]);
+}
+
 #[test]
 fn validators_reject_what_the_api_server_would() {
     let objects = render_valid(&[]);

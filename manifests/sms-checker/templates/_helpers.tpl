@@ -94,6 +94,17 @@ depends on them, so `helm template` fails with one clear message.
 {{- fail (printf "%s=%s is not allowed: the proxy owns the framing, host and cookie headers" $field (index $headers $field)) -}}
 {{- end -}}
 {{- end -}}
+{{- /* The model-service sets these response headers: one name each. */ -}}
+{{- $prediction := .Values.filter.predictionHeader -}}
+{{- if eq $prediction $e.responseHeader -}}
+{{- fail (printf "filter.predictionHeader and experiment.responseHeader are both %s: the model-service sets both on its answers (the verdict and the cohort), so each needs its own name" $prediction) -}}
+{{- end -}}
+{{- $taken := dict "x-model-version" "the model version" "x-request-id" "the request id" -}}
+{{- range $field, $name := dict "filter.predictionHeader" $prediction "experiment.responseHeader" $e.responseHeader -}}
+{{- if hasKey $taken $name -}}
+{{- fail (printf "%s=%s is not allowed: the model-service already answers with %s in that header" $field $name (index $taken $name)) -}}
+{{- end -}}
+{{- end -}}
 {{- if and $e.override.tokenSha256 (eq $e.override.header $e.override.tokenHeader) -}}
 {{- fail (printf "experiment.override.header and experiment.override.tokenHeader must differ, both are %s" $e.override.header) -}}
 {{- end -}}
