@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use model_service::headers::VERSION_HEADER;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
+use sms_checker_filter::config::{DEFAULT_COHORT_HEADER, DEFAULT_COOKIE_NAME};
 
 pub use meshctl::mesh::state::{Action, ComponentState as Component, Kind, State};
 
@@ -443,30 +445,77 @@ pub fn pid_alive(pid: u32) -> bool {
     })
 }
 
+/// The names the chart's values give the experiment's headers and cookie,
+/// as a client sees them; [`Names::default`] holds the chart's defaults
+/// (which are the filter's and the model-service's own).
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The response header with the user's cohort (`experiment.responseHeader`).
+    pub cohort_response: String,
+    /// The cookie holding the user id (`experiment.cookie.name`).
+    pub cookie: String,
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        Names {
+            cohort_response: DEFAULT_COHORT_HEADER.to_string(),
+            cookie: UID_COOKIE.to_string(),
+        }
+    }
+}
+
 /// What one request through the gateway answered.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    /// `x-model-version`: which version answered.
+    /// The model-service's version header: which version answered.
     pub version: Option<String>,
-    /// `x-experiment-cohort` echoed by the gateway filter.
+    /// The cohort the gateway filter echoed in its response header.
     pub cohort: Option<String>,
-    /// The `sms-checker-uid` value of a `Set-Cookie`, if any.
+    /// The user id a `Set-Cookie` of the user cookie carries, if any.
     pub set_uid: Option<String>,
+    /// Every response header, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
-/// The user cookie set by the gateway filter.
-pub const UID_COOKIE: &str = "sms-checker-uid";
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The user cookie set by the gateway filter, under the chart's default name.
+pub const UID_COOKIE: &str = DEFAULT_COOKIE_NAME;
 
 /// `POST /predict` through the gateway as a user with `uid` (or a new user
-/// when `None`). Transport errors come back as status 0.
+/// when `None`), under the chart's default names. Transport errors come
+/// back as status 0.
 pub fn predict(agent: &ureq::Agent, gateway: &Gateway, uid: Option<&str>, sms: &str) -> Reply {
+    predict_with(agent, gateway, &Names::default(), uid, &[], sms)
+}
+
+/// [`predict`] under `names`, with extra request `headers`.
+pub fn predict_with(
+    agent: &ureq::Agent,
+    gateway: &Gateway,
+    names: &Names,
+    uid: Option<&str>,
+    headers: &[(&str, &str)],
+    sms: &str,
+) -> Reply {
     let mut request = gateway
         .post(agent, "/predict")
         .header("content-type", "application/json");
     if let Some(uid) = uid {
-        request = request.header("cookie", &format!("{UID_COOKIE}={uid}"));
+        request = request.header("cookie", &format!("{}={uid}", names.cookie));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let body = serde_json::json!({ "sms": sms }).to_string();
     match request.send(&body) {
@@ -475,28 +524,36 @@ pub fn predict(agent: &ureq::Agent, gateway: &Gateway, uid: Option<&str>, sms: &
             version: None,
             cohort: None,
             set_uid: None,
+            headers: Vec::new(),
             body: err.to_string(),
         },
         Ok(mut response) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let version = header("x-model-version");
-            let cohort = header("x-experiment-cohort");
-            let set_uid = response
+            let headers: Vec<(String, String)> = response
                 .headers()
-                .get_all("set-cookie")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|c| {
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_string(),
+                        value.to_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let version = header(VERSION_HEADER);
+            let cohort = header(&names.cohort_response);
+            let set_uid = headers
+                .iter()
+                .filter(|(n, _)| n == "set-cookie")
+                .find_map(|(_, c)| {
                     c.split(';')
                         .next()?
                         .trim()
-                        .strip_prefix(&format!("{UID_COOKIE}="))
+                        .strip_prefix(&format!("{}=", names.cookie))
                         .map(str::to_string)
                 });
             Reply {
@@ -504,6 +561,7 @@ pub fn predict(agent: &ureq::Agent, gateway: &Gateway, uid: Option<&str>, sms: &
                 version,
                 cohort,
                 set_uid,
+                headers,
                 body: response.body_mut().read_to_string().unwrap_or_default(),
             }
         }
