@@ -5,10 +5,14 @@ RELEASE       ?= sms-checker
 NAMESPACE     ?= default
 # Extra helm flags, e.g. HELM_ARGS='--set istio.trafficSplit.stable=95 --set istio.trafficSplit.canary=5'
 HELM_ARGS     ?=
-ISTIO_API_TAG := 1.30.3
+# The Istio release whose CRDs the chart is validated against, and the file's
+# SHA-256: one source of truth, the chart tests' constants.
+CHART_PIN_RS  := $(ROOT)/tests/src/chart.rs
+ISTIO_API_TAG := $(shell sed -n 's/^pub const ISTIO_VERSION: &str = "\([0-9.]*\)";/\1/p' $(CHART_PIN_RS))
+ISTIO_CRDS_SHA256 := $(shell sed -n '/^pub const ISTIO_CRDS_SHA256/,/;/s/.*"\([0-9a-f]\{64\}\)".*/\1/p' $(CHART_PIN_RS))
+$(if $(and $(ISTIO_API_TAG),$(ISTIO_CRDS_SHA256)),,$(error ISTIO_VERSION or ISTIO_CRDS_SHA256 not found in $(CHART_PIN_RS)))
 ISTIO_CRDS    := istio-$(ISTIO_API_TAG)-customresourcedefinitions.gen.yaml
 ISTIO_CRDS_URL    := https://raw.githubusercontent.com/istio/api/$(ISTIO_API_TAG)/kubernetes/customresourcedefinitions.gen.yaml
-ISTIO_CRDS_SHA256 := dcb43ff6b9af2f629b80b6a82597f5a91db259c757e66cc5353ac007da28351a
 
 # PodMonitor/ServiceMonitor validators generated from the Prometheus
 # Operator's API types (npm), for the kinds whose CRDs are not pinned here.

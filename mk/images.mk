@@ -6,9 +6,7 @@ MODEL_SERVICE_MUSL := $(ROOT)/target/$(MUSL_TARGET)/release/model-service
 MODEL_SERVICE_MODELS := $(ROOT)/model-service/models
 IMAGES_DIR := $(ROOT)/target/images
 MESHCTL_DEBUG := $(ROOT)/target/debug/meshctl
-# The filter area defines FILTER_WASM and `wasm` (mk/filter.mk sorts first).
-IMAGES_WASM := $(or $(FILTER_WASM),$(ROOT)/target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm)
-IMAGES_WASM_RULE := $(if $(FILTER_WASM),wasm)
+# FILTER_WASM and `wasm` come from mk/filter.mk, which sorts first.
 # `make push REGISTRY=127.0.0.1:5000/sms TLS_VERIFY=false` for a local registry.
 REGISTRY ?=
 TLS_VERIFY ?= true
@@ -30,8 +28,8 @@ model-service-musl: tools-musl ## Build the model-service as a static (musl) bin
 meshctl-debug:
 	cargo build -p meshctl --locked
 
-images: $(IMAGES_WASM_RULE) model-service-musl meshctl-debug ## OCI layouts of the filter and model-service in target/images (no Docker)
-	$(MESHCTL_DEBUG) image build --filter-wasm $(IMAGES_WASM) \
+images: wasm model-service-musl meshctl-debug ## OCI layouts of the filter and model-service in target/images (no Docker)
+	$(MESHCTL_DEBUG) image build --filter-wasm $(FILTER_WASM) \
 	  --model-service-bin $(MODEL_SERVICE_MUSL) --models-dir $(MODEL_SERVICE_MODELS) \
 	  --out $(IMAGES_DIR) $(IMAGE_TAG_FLAG)
 
@@ -41,4 +39,4 @@ push: images ## Push both images with skopeo: make push REGISTRY=host[:port]/ns 
 	$(MESHCTL_DEBUG) image push --registry '$(REGISTRY)' --images $(IMAGES_DIR) \
 	  --tls-verify=$(TLS_VERIFY) --skopeo /usr/bin/skopeo $(IMAGE_TAG_FLAG)
 
-TEST_PREREQS += $(IMAGES_WASM_RULE) model-service-musl meshctl-debug
+TEST_PREREQS += model-service-musl meshctl-debug

@@ -3,7 +3,6 @@
 # a pod per version (sidecar and model-service), Prometheus.
 
 MESHCTL := $(ROOT)/target/debug/meshctl
-MODEL_SERVICE_BIN ?= $(ROOT)/target/release/model-service
 # `make run SET="istio.trafficSplit.stable=95,istio.trafficSplit.canary=5"`
 SET ?=
 # Extra meshctl flags, e.g. RUN_FLAGS="--gateway-port 18080 --prometheus-port 19090"

@@ -1,7 +1,7 @@
 //! Where the workspace keeps what meshctl reads by default, relative to the
 //! workspace root (meshctl runs from there, as `make` runs it). The end-to-end
 //! tests find the same files through these constants; the Makefile's copies
-//! (`make` builds them) are checked against them by `tests/tests/names.rs`.
+//! (`make` builds them) are checked against them by `tests/tests/make_names.rs`.
 
 /// The cohort filter module (`make wasm`).
 pub const FILTER_WASM: &str = "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm";

@@ -19,13 +19,26 @@ pub const SOURCE_URL: &str =
 pub const SPLIT_SEED: u64 = 42;
 pub const TEST_FRACTION: f64 = 0.2;
 
-/// `$SMS_SHARED_DIR/data/sms-spam-collection/SMSSpamCollection`, the shared
-/// folder defaulting to `../shared` beside the checkout.
-pub fn default_path() -> PathBuf {
-    let shared = std::env::var_os(crate::config::env::SMS_SHARED_DIR)
+/// The folder the project's large inputs are shared in (the dataset, and
+/// the Istio CRDs the chart tests use): `$SMS_SHARED_DIR`, else `../shared`
+/// beside the checkout. The Makefile's default is the same folder
+/// (tests/tests/make_names.rs checks it).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os(crate::config::env::SMS_SHARED_DIR)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    shared.join("data/sms-spam-collection").join(FILE_NAME)
+        .unwrap_or_else(default_shared_dir)
+}
+
+/// `../shared` beside the checkout the binary was built from.
+pub fn default_shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// `$SMS_SHARED_DIR/data/sms-spam-collection/SMSSpamCollection`.
+pub fn default_path() -> PathBuf {
+    shared_dir()
+        .join("data/sms-spam-collection")
+        .join(FILE_NAME)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{helm_bin, shared_dir, tool, workspace_root};
 
-/// Istio release whose CRDs the rendered objects are checked against.
+/// Istio release whose CRDs the rendered objects are checked against
+/// (`make chart-crds` reads it, and the checksum, from here).
 pub const ISTIO_VERSION: &str = "1.30.3";
 /// SHA-256 of `kubernetes/customresourcedefinitions.gen.yaml` at that tag.
 pub const ISTIO_CRDS_SHA256: &str =
@@ -27,7 +28,10 @@ pub const KUBERNETES_VERSION: &str = "1.33.0";
 /// supported and the newest kubernetes-validate knows.
 pub const KUBERNETES_VERSIONS: [&str; 2] = [KUBERNETES_VERSION, "1.37.0"];
 
-const CRDS_FILE: &str = "istio-1.30.3-customresourcedefinitions.gen.yaml";
+/// The pinned CRD file's name, in `$SMS_SHARED_DIR/schemas/` or `.tools/schemas/`.
+pub fn istio_crds_file() -> String {
+    format!("istio-{ISTIO_VERSION}-customresourcedefinitions.gen.yaml")
+}
 
 /// A chart that failed to render, lint or validate.
 #[derive(Debug)]
@@ -214,9 +218,10 @@ pub fn kubernetes_validate(objects: &[&Value], version: &str) -> Result<(), Char
 /// Where the pinned Istio CRDs are: `$SMS_SHARED_DIR/schemas/` or, for a
 /// checkout without it, `.tools/schemas/` (`make chart-crds` fetches it).
 pub fn istio_crds_path() -> Result<PathBuf, ChartError> {
+    let file = istio_crds_file();
     let candidates = [
-        shared_dir().join("schemas").join(CRDS_FILE),
-        workspace_root().join(".tools/schemas").join(CRDS_FILE),
+        shared_dir().join("schemas").join(&file),
+        workspace_root().join(".tools/schemas").join(&file),
     ];
     candidates
         .iter()
@@ -224,7 +229,7 @@ pub fn istio_crds_path() -> Result<PathBuf, ChartError> {
         .cloned()
         .ok_or_else(|| {
             ChartError::Crds(format!(
-                "{CRDS_FILE} not found in {} (run `make chart-crds`)",
+                "{file} not found in {} (run `make chart-crds`)",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())

@@ -21,12 +21,9 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared` beside the checkout, or `$SMS_SHARED_DIR`.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("SMS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared"))
-}
+/// `$SMS_SHARED_DIR`, else `../shared` beside the checkout (the
+/// model-service's, whose dataset lives there).
+pub use model_service::dataset::shared_dir;
 
 /// A tool installed by `make tools`: `$ENV_VAR` if set, else `default` under
 /// the workspace root. Fails loudly rather than skipping: a missing tool is a
@@ -69,6 +66,35 @@ pub fn istio_dir() -> PathBuf {
 /// The `meshctl` binary (`make meshctl`).
 pub fn meshctl_bin() -> PathBuf {
     tool("MESHCTL_BIN", "target/debug/meshctl")
+}
+
+/// The value the workspace's Makefile gives `variable`, as `make` itself
+/// expands it, with any value of it in this process's environment left out
+/// (so a `?=` default shows).
+pub fn make_variable(variable: &str) -> String {
+    let output = std::process::Command::new("make")
+        .current_dir(workspace_root())
+        .args(["--no-print-directory", "--silent", "--eval"])
+        .arg(format!(
+            "print-make-variable: ; @printf '%s\\n' '$({variable})'"
+        ))
+        .arg("print-make-variable")
+        // A make running these tests passes its own flags down; this one
+        // only reads the Makefile.
+        .env_remove(variable)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL")
+        .output()
+        .expect("run make");
+    assert!(
+        output.status.success(),
+        "make could not print {variable}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it, so

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use meshctl::workspace::FILTER_WASM;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sms_checker_tests::process::Process;
@@ -586,10 +587,7 @@ fn dockerfiles_describe_the_same_images() {
         runtime_stage("filter/Dockerfile"),
         owned(&[
             ("FROM", "scratch"),
-            (
-                "COPY",
-                "target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm /plugin.wasm"
-            ),
+            ("COPY", &format!("{FILTER_WASM} /plugin.wasm")),
         ])
     );
     // The filter's build context is the repository root, where .dockerignore
@@ -598,7 +596,7 @@ fn dockerfiles_describe_the_same_images() {
     let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
     assert!(lines.contains(&"target"), "{ignore}");
     assert!(
-        lines.contains(&"!target/wasm32-wasip1/wasm-release/sms_checker_filter.wasm"),
+        lines.contains(&format!("!{FILTER_WASM}").as_str()),
         "{ignore}"
     );
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict, url};
 use sms_checker_tests::report::{meshctl_bin, report_row};
-use sms_checker_tests::shared_dir;
 
 /// One mesh at a time: each runs a gateway, three sidecars, three services
 /// and Prometheus, and the machine has few cores.
@@ -25,7 +24,7 @@ const EVEN_SPLIT: [&str; 2] = [
 ];
 
 fn messages() -> Vec<String> {
-    let path = shared_dir().join("data/sms-spam-collection/SMSSpamCollection");
+    let path = model_service::dataset::default_path();
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
