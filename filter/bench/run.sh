@@ -10,13 +10,14 @@ set -euo pipefail
 
 FILTER_WASM=$1
 ONE_HEADER_WASM=$2
-ENVOY=${ENVOY_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/.tools/bin/envoy}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ENVOY=${ENVOY_BIN:-$ROOT/.tools/bin/envoy}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-16}
-OUT=${OUT:-$(cd "$(dirname "$0")/../.." && pwd)/target/bench-filter}
+OUT=${OUT:-$ROOT/target/bench-filter}
 
-for tool in "$ENVOY" wrk python3; do
+for tool in "$ENVOY" wrk python3 cargo; do
   command -v "$tool" >/dev/null || { echo "missing $tool (run make tools)" >&2; exit 1; }
 done
 for f in "$FILTER_WASM" "$ONE_HEADER_WASM"; do
@@ -27,72 +28,15 @@ mkdir -p "$OUT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ADMIN=$(free_port); NONE=$(free_port); ONE=$(free_port); COHORT=$(free_port)
 
-# The cohort filter as the gateway runs it by default: 90/10, metrics on, no
-# QA override (an optional feature; with it configured, each request also
-# reads the override header and strips the token header).
-COHORT_CONFIG='{"role":"gateway","cohorts":[{"name":"stable","weight":90},{"name":"canary","weight":10}]}'
+# The bootstrap comes from the tests' builder (tests/src/envoy.rs), which
+# also prints the cohort filter's cookie name and cohort response header.
+names=$(cargo run --quiet --locked --manifest-path "$ROOT/Cargo.toml" \
+  -p sms-checker-tests --bin filter-bench-envoy -- \
+  "$OUT/envoy.json" "$ADMIN" "$NONE" "$ONE" "$COHORT" "$ONE_HEADER_WASM" "$FILTER_WASM")
+read -r COOKIE_NAME COHORT_HEADER <<<"$names"
 
-listener() { # name port wasm-filter-json-or-empty
-  cat <<YAML
-  - name: $1
-    address: {socket_address: {address: 127.0.0.1, port_value: $2}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: $1
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: /}
-                direct_response: {status: 200, body: {inline_string: ok}}
-          http_filters:
-$3
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-YAML
-}
-
-wasm() { # name file config
-  cat <<YAML
-          - name: istio.$1
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: $1
-                vm_config:
-                  vm_id: $1
-                  runtime: envoy.wasm.runtime.v8
-                  code: {local: {filename: $2}}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '$3'
-YAML
-}
-
-tags() {
-  for t in cohort response_class user outcome version prediction mirrored; do
-    echo "  - {tag_name: $t, regex: '($t=\\.=(.*?);\\.;)'}"
-  done
-}
-
-{
-  echo "admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}}"
-  echo "stats_config:"
-  echo "  stats_tags:"
-  tags
-  echo "static_resources:"
-  echo "  listeners:"
-  listener none "$NONE" ""
-  listener one-header "$ONE" "$(wasm one-header "$ONE_HEADER_WASM" '')"
-  listener cohort "$COHORT" "$(wasm cohort "$FILTER_WASM" "$COHORT_CONFIG")"
-} > "$OUT/envoy.yaml"
-
-"$ENVOY" --mode validate -c "$OUT/envoy.yaml" >"$OUT/validate.log" 2>&1 || { cat "$OUT/validate.log"; exit 1; }
-"$ENVOY" -c "$OUT/envoy.yaml" --concurrency 1 --disable-hot-restart --log-level warn \
+"$ENVOY" --mode validate -c "$OUT/envoy.json" >"$OUT/validate.log" 2>&1 || { cat "$OUT/validate.log"; exit 1; }
+"$ENVOY" -c "$OUT/envoy.json" --concurrency 1 --disable-hot-restart --log-level warn \
   >"$OUT/envoy.log" 2>&1 &
 ENVOY_PID=$!
 trap 'kill $ENVOY_PID 2>/dev/null; wait $ENVOY_PID 2>/dev/null || true' EXIT
@@ -103,9 +47,9 @@ for _ in $(seq 100); do
 done
 
 # A returning user (the common case: the cookie is set after the first visit).
-COOKIE="Cookie: sms-checker-uid=0123456789abcdef0123456789abcdef"
+COOKIE="Cookie: $COOKIE_NAME=0123456789abcdef0123456789abcdef"
 check() { curl -sf -D - -o /dev/null -H "$COOKIE" "http://127.0.0.1:$1/" | tr -d '\r'; }
-check "$COHORT" | grep -qi '^x-experiment-cohort: ' || { echo "cohort filter not active"; exit 1; }
+check "$COHORT" | grep -qi "^$COHORT_HEADER: " || { echo "cohort filter not active"; exit 1; }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$ENVOY_PID/stat"; }
 TICKS_PER_SECOND=$(getconf CLK_TCK)
