@@ -193,12 +193,14 @@ fn default_values_become_what_istio_serves_each_proxy() {
         ["filename"];
     assert_eq!(module.as_str(), filter_wasm().to_str());
 
-    // The gateway's bootstrap extracts the filter's labels (Istio's gateway
-    // chart installed with manifests/istio/gateway-values.yaml).
+    // The gateway's bootstrap extracts every label the filter emits (Istio's
+    // gateway chart installed with manifests/istio/gateway-values.yaml).
     let tags = gateway["bootstrap"]["stats_config"]["stats_tags"]
         .as_array()
         .expect("stats_tags");
-    assert!(tags.iter().any(|t| t["tag_name"] == "cohort"), "{tags:?}");
+    for tag in sms_checker_filter::metrics::TAG_NAMES {
+        assert!(tags.iter().any(|t| t["tag_name"] == tag), "{tag}: {tags:?}");
+    }
 
     for version in ["v1", "v2", "v3"] {
         let sidecar = proxy(dir.path(), &format!("model-deployment-{version}-0"));
