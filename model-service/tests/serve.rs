@@ -31,6 +31,14 @@ impl Service {
         Service { child, log }
     }
 
+    /// `serve` on 127.0.0.1 and a free port, then `args`.
+    fn serve(args: &[&str]) -> Service {
+        let port = free_port().to_string();
+        let mut all = vec!["serve", "--host", "127.0.0.1", "--port", &port];
+        all.extend_from_slice(args);
+        Service::start(&all)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
@@ -101,19 +109,8 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 #[test]
 fn missing_artifact_stops_start_up_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
     let models = dir.path().to_str().unwrap();
-    let mut service = Service::start(&[
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--model-version",
-        "v3",
-        "--models-dir",
-        models,
-    ]);
+    let mut service = Service::serve(&["--model-version", "v3", "--models-dir", models]);
     let status = service.wait(Duration::from_secs(20));
     assert!(!status.success());
     let log = service.log();
@@ -126,13 +123,7 @@ fn missing_artifact_stops_start_up_naming_the_file() {
 /// sidecar would count a cohort as the prediction): refused at start-up.
 #[test]
 fn response_headers_sharing_a_name_stop_start_up() {
-    let port = free_port().to_string();
-    let mut service = Service::start(&[
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
+    let mut service = Service::serve(&[
         "--prediction-header",
         "x-answer",
         "--cohort-response-header",

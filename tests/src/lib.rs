@@ -97,6 +97,14 @@ pub fn make_variable(variable: &str) -> String {
         .to_string()
 }
 
+/// The first value of header `name` in `headers` (names lower-cased).
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it, so
 /// tests can run beside each other on a busy machine).
 pub fn free_port() -> u16 {

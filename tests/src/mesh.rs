@@ -482,10 +482,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::header_value(&self.headers, name)
     }
 }
 
@@ -538,12 +535,7 @@ pub fn predict_with(
                     )
                 })
                 .collect();
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-            };
+            let header = |name: &str| crate::header_value(&headers, name).map(str::to_string);
             let version = header(VERSION_HEADER);
             let cohort = header(&names.cohort_response);
             let set_uid = headers
