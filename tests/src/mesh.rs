@@ -621,3 +621,49 @@ fn component_logs(run_dir: &Path) -> String {
     }
     out
 }
+
+/// Users arriving for the first time: each one's id (the cookie the gateway
+/// set) and cohort, in arrival order.
+#[derive(Debug, Clone)]
+pub struct Arrivals {
+    pub uids: Vec<String>,
+    pub cohorts: Vec<String>,
+}
+
+/// `users` new users each send one `POST /predict` through `gateway`.
+pub fn arrive(gateway: &Gateway, users: usize, threads: usize, sms: &str) -> Arrivals {
+    let first = parallel(users, threads, |agent, _| {
+        predict(agent, gateway, None, sms)
+    });
+    let field = |pick: fn(&Reply) -> Option<String>, what: &str| -> Vec<String> {
+        first
+            .iter()
+            .map(|r| pick(r).unwrap_or_else(|| panic!("no {what}: {r:?}")))
+            .collect()
+    };
+    Arrivals {
+        uids: field(|r| r.set_uid.clone(), "user cookie"),
+        cohorts: field(|r| r.cohort.clone(), "cohort"),
+    }
+}
+
+/// The chart rendered as `meshctl run` renders it (the WasmPlugins pointed
+/// at the local module), changed by `edit` as someone might by hand, and
+/// written to `dir` for `--manifest`.
+pub fn edited_manifest(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let rendered = meshctl::chart::render(
+        &helm_bin(),
+        &meshctl::chart::Render {
+            chart: workspace_root().join(meshctl::workspace::CHART),
+            release: "sms-checker".into(),
+            sets: vec![format!("filter.url=file://{}", filter_wasm().display())],
+            ..meshctl::chart::Render::default()
+        },
+    )
+    .unwrap_or_else(|err| panic!("render the chart: {err}"));
+    let edited = edit(&rendered);
+    assert_ne!(edited, rendered, "the edit changed nothing");
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, edited).expect("write manifest");
+    path
+}

@@ -192,3 +192,12 @@ pub fn report_row<'a>(rows: &'a Value, keys: &[(&str, &str)]) -> &'a Value {
         })
         .unwrap_or_else(|| panic!("no row with {keys:?} in {rows}"))
 }
+
+/// A rollout's event log (`--events`): one JSON object per line.
+pub fn rollout_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("no event log at {}: {err}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}

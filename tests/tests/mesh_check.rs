@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sms_checker_tests::mesh::{filter_wasm, meshctl_bin};
-use sms_checker_tests::{envoy_bin, helm_bin, istio_dir, workspace_root};
+use sms_checker_tests::mesh::{edited_manifest, filter_wasm, meshctl_bin};
+use sms_checker_tests::{envoy_bin, helm_bin, istio_dir, printed, workspace_root};
 
 fn check_with(run_dir: &Path, sets: &[&str], manifest: Option<&Path>) -> Output {
     let mut command = Command::new(meshctl_bin());
@@ -35,22 +35,14 @@ fn check_with(run_dir: &Path, sets: &[&str], manifest: Option<&Path>) -> Output 
     command.output().expect("run meshctl")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn checked(run_dir: &Path, sets: &[&str]) -> String {
     let output = check_with(run_dir, sets, None);
     assert!(
         output.status.success(),
         "meshctl run --check {sets:?} failed:\n{}",
-        text(&output)
+        printed(&output)
     );
-    text(&output)
+    printed(&output)
 }
 
 /// The dump of the proxy whose pod name starts with `pod`.
@@ -328,28 +320,6 @@ fn a_wildcard_host_is_a_wildcard_domain() {
     assert_eq!(domains(&proxy(dir.path(), GATEWAY)), ["*.grader.local"]);
 }
 
-/// The chart rendered with defaults, then edited by `edit`, written as a
-/// manifest for `--manifest`.
-fn edited_manifest(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
-    let output = Command::new(helm_bin())
-        .current_dir(workspace_root())
-        .args(["template", "sms-checker", "manifests/sms-checker", "--set"])
-        .arg(format!("filter.url=file://{}", filter_wasm().display()))
-        .output()
-        .expect("run helm template");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rendered = String::from_utf8(output.stdout).expect("UTF-8");
-    let edited = edit(&rendered);
-    assert_ne!(edited, rendered, "the edit changed nothing");
-    let path = dir.join("manifest.yaml");
-    std::fs::write(&path, edited).expect("write manifest");
-    path
-}
-
 /// Istio moves numeric `retryOn` tokens into retriable status codes.
 #[test]
 fn retry_on_status_codes_become_retriable_status_codes() {
@@ -362,7 +332,7 @@ fn retry_on_status_codes_become_retriable_status_codes() {
         )
     });
     let output = check_with(dir.path(), &[], Some(&manifest));
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", printed(&output));
     let split = route(&routes(&proxy(dir.path(), GATEWAY)), "split").clone();
     let retry = &split["route"]["retryPolicy"];
     assert_eq!(retry["numRetries"], 3, "{retry}");

@@ -2,10 +2,10 @@
 //! filter configuration the filter refuses, and the chart's fault injection.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use sms_checker_tests::mesh::{LocalMesh, MeshOptions, Reply, filter_wasm, parallel, predict};
-use sms_checker_tests::{helm_bin, workspace_root};
+use sms_checker_tests::mesh::{
+    Arrivals, LocalMesh, MeshOptions, Reply, arrive, edited_manifest, parallel, predict,
+};
 
 const USERS: usize = 400;
 const THREADS: usize = 8;
@@ -23,25 +23,7 @@ fn replay(mesh: &LocalMesh, uids: &[String]) -> Vec<Reply> {
 fn crashed_versions_and_a_restarted_gateway() {
     let mesh = LocalMesh::start(&[]);
     let gateway = mesh.gateway();
-    let first = parallel(USERS, THREADS, |agent, _| {
-        predict(agent, &gateway, None, SMS)
-    });
-    let uids: Vec<String> = first
-        .iter()
-        .map(|r| {
-            r.set_uid
-                .clone()
-                .unwrap_or_else(|| panic!("no user cookie: {r:?}"))
-        })
-        .collect();
-    let cohorts: Vec<String> = first
-        .iter()
-        .map(|r| {
-            r.cohort
-                .clone()
-                .unwrap_or_else(|| panic!("no cohort: {r:?}"))
-        })
-        .collect();
+    let Arrivals { uids, cohorts } = arrive(&gateway, USERS, THREADS, SMS);
     let by_cohort = |cohort: &str| cohorts.iter().filter(|c| *c == cohort).count();
     assert!(
         by_cohort("canary") > 0 && by_cohort("stable") > 0,
@@ -107,40 +89,22 @@ fn crashed_versions_and_a_restarted_gateway() {
     );
 }
 
-/// The chart rendered with defaults (the WasmPlugins pointed at the local
-/// module), with the gateway WasmPlugin edited as someone might by hand
-/// (`kubectl edit`), past the chart's own checks.
+/// The gateway WasmPlugin edited as someone might by hand (`kubectl
+/// edit`), past the chart's own checks: an empty salt.
 fn manifest_with_bad_gateway_plugin(dir: &std::path::Path) -> std::path::PathBuf {
-    let output = Command::new(helm_bin())
-        .current_dir(workspace_root())
-        .args(["template", "sms-checker", "manifests/sms-checker", "--set"])
-        .arg(format!("filter.url=file://{}", filter_wasm().display()))
-        .output()
-        .expect("run helm template");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rendered = String::from_utf8(output.stdout).expect("helm prints UTF-8");
-    let mut edited = 0;
-    let docs: Vec<String> = rendered
-        .split("\n---\n")
-        .map(|doc| {
-            if doc.contains("kind: WasmPlugin") && doc.contains("role: gateway") {
-                edited += 1;
-                let doc = doc.replace("salt: sms-checker", "salt: \"\"");
-                assert!(doc.contains("salt: \"\""), "edit failed:\n{doc}");
-                doc
-            } else {
-                doc.to_string()
-            }
-        })
-        .collect();
-    assert_eq!(edited, 1, "one gateway WasmPlugin in the chart");
-    let path = dir.join("manifest.yaml");
-    std::fs::write(&path, docs.join("\n---\n")).expect("write manifest");
-    path
+    edited_manifest(dir, |rendered| {
+        let docs: Vec<String> = rendered
+            .split("\n---\n")
+            .map(|doc| {
+                if doc.contains("kind: WasmPlugin") && doc.contains("role: gateway") {
+                    doc.replace("salt: sms-checker", "salt: \"\"")
+                } else {
+                    doc.to_string()
+                }
+            })
+            .collect();
+        docs.join("\n---\n")
+    })
 }
 
 /// Istio accepts the WasmPlugin (its pluginConfig is opaque to Istio); the

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict};
+use sms_checker_tests::mesh::{Arrivals, LocalMesh, Reply, arrive, parallel, predict};
 
 const USERS: usize = 2_000;
 /// New users after the change: enough that ±2 points is more than 4σ of
@@ -32,18 +32,10 @@ fn the_split_moves_from_90_10_to_80_20_under_load_without_a_failed_request() {
     let gateway = mesh.gateway();
 
     // 2,000 users arrive: each gets an id (the cookie) and a cohort.
-    let first = parallel(USERS, THREADS, |agent, _| {
-        predict(agent, &gateway, None, SMS)
-    });
-    let uids: Vec<String> = first
-        .iter()
-        .map(|r| {
-            r.set_uid
-                .clone()
-                .unwrap_or_else(|| panic!("no user cookie: {r:?}"))
-        })
-        .collect();
-    let before: Vec<String> = first.iter().map(cohort).collect();
+    let Arrivals {
+        uids,
+        cohorts: before,
+    } = arrive(&gateway, USERS, THREADS, SMS);
     let canary_before = before.iter().filter(|c| *c == "canary").count();
     assert!(canary_before > 0, "no canary user among {USERS}");
 

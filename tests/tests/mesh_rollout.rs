@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sms_checker_tests::mesh::{LocalMesh, Reply, meshctl_bin, parallel, predict};
+use sms_checker_tests::printed;
+use sms_checker_tests::report::rollout_events;
 
 const THREADS: usize = 6;
 const SMS: &str = "Are we still on for lunch tomorrow?";
@@ -95,14 +97,6 @@ fn rollout_under_load(mesh: &LocalMesh, dir: &Path, args: &[&str]) -> (Output, V
     (output, sent.into_inner().expect("replies"))
 }
 
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .expect("an event log")
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
 /// The canary weights the rollout set, in order.
 fn weights(events: &[Value]) -> Vec<u64> {
     events
@@ -110,14 +104,6 @@ fn weights(events: &[Value]) -> Vec<u64> {
         .filter(|e| e["event"] == "weight")
         .filter_map(|e| e["canary"].as_u64())
         .collect()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -129,9 +115,9 @@ fn a_healthy_canary_is_ramped_through_every_step_to_100_percent() {
         dir.path(),
         &["--steps", "10,50,100", "--max-error-increase", "0.2"],
     );
-    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let log = events(dir.path());
-    assert_eq!(weights(&log), [10, 50, 100], "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    let log = rollout_events(&dir.path().join("events.jsonl"));
+    assert_eq!(weights(&log), [10, 50, 100], "{}", printed(&output));
     assert_eq!(log.last().expect("events")["end"], "promoted");
     let values = mesh.state().values.clone();
     assert_eq!(
@@ -170,9 +156,9 @@ fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_at_the_first_step() {
     let mesh = LocalMesh::start(&["versions.v2.fault.abort.percentage=20"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let (output, sent) = rollout_under_load(&mesh, dir.path(), &[]);
-    assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
-    let log = events(dir.path());
-    assert_eq!(weights(&log), [5, 0], "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", printed(&output));
+    let log = rollout_events(&dir.path().join("events.jsonl"));
+    assert_eq!(weights(&log), [5, 0], "{}", printed(&output));
     assert_eq!(log.last().expect("events")["end"], "rolled_back");
     let check = log
         .iter()

@@ -3,10 +3,9 @@
 //! ingress gateway lands where Istio's configuration says. (`mesh_check`
 //! reads the same configurations as Istio serves them.)
 
-use std::process::Command;
-
-use sms_checker_tests::mesh::{Gateway, LocalMesh, MeshOptions, filter_wasm, parallel, predict};
-use sms_checker_tests::{helm_bin, workspace_root};
+use sms_checker_tests::mesh::{
+    Gateway, LocalMesh, MeshOptions, edited_manifest, parallel, predict,
+};
 
 const SMS: &str = "Are we still on for lunch tomorrow?";
 
@@ -81,23 +80,10 @@ fn without_the_canary_everyone_is_on_v1_at_a_custom_host() {
 /// run`) with Istio's own message.
 #[test]
 fn a_resource_istio_rejects_stops_the_mesh_with_istios_message() {
-    let output = Command::new(helm_bin())
-        .current_dir(workspace_root())
-        .args(["template", "sms-checker", "manifests/sms-checker", "--set"])
-        .arg(format!("filter.url=file://{}", filter_wasm().display()))
-        .output()
-        .expect("run helm template");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rendered = String::from_utf8(output.stdout).expect("UTF-8");
-    let edited = rendered.replacen("        value: 100\n", "        value: 150\n", 1);
-    assert_ne!(edited, rendered);
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("manifest.yaml");
-    std::fs::write(&manifest, edited).expect("write manifest");
+    let manifest = edited_manifest(dir.path(), |yaml| {
+        yaml.replacen("        value: 100\n", "        value: 150\n", 1)
+    });
     let failure = LocalMesh::start_failure(MeshOptions {
         manifest: Some(manifest),
         ..MeshOptions::default()

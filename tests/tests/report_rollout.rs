@@ -5,14 +5,15 @@
 //! the event log, the HTML page, and the safe weight after Ctrl-C.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sms_checker_tests::report::{Exporter, Prometheus, meshctl_bin};
+use sms_checker_tests::printed;
+use sms_checker_tests::report::{Exporter, Prometheus, meshctl_bin, rollout_events};
 
 /// Per-second traffic of the exporter's world.
 #[derive(Clone, Copy)]
@@ -165,22 +166,6 @@ fn rollout(dir: &Path, world: &World, helm: &Path, extra: &[&str]) -> Command {
     command
 }
 
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .expect("an event log")
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 // 20 % of the canary's requests fail, none of stable's: rolled back at the
 // first check, the canary set to 5 % and then to 0 %, exit 4.
 #[test]
@@ -203,9 +188,9 @@ fn a_failing_canary_is_rolled_back_to_zero() {
     )
     .output()
     .expect("run meshctl rollout");
-    assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", printed(&output));
     assert_eq!(canary_weights(&calls), vec![5, 0]);
-    let log = events(dir.path());
+    let log = rollout_events(&dir.path().join("events.jsonl"));
     assert_eq!(log[0]["event"], "start");
     let done = log.last().expect("events");
     assert_eq!(
@@ -255,9 +240,9 @@ fn a_healthy_canary_is_promoted_to_100() {
     )
     .output()
     .expect("run meshctl rollout");
-    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     assert_eq!(canary_weights(&calls), vec![5, 100]);
-    let log = events(dir.path());
+    let log = rollout_events(&dir.path().join("events.jsonl"));
     let checks: Vec<&Value> = log.iter().filter(|e| e["event"] == "check").collect();
     let last = checks.last().expect("at least one check");
     assert_eq!(last["decision"]["action"], "promote", "{last}");
@@ -308,7 +293,7 @@ fn ctrl_c_leaves_the_canary_at_zero() {
     let status = child.wait().expect("wait for meshctl rollout");
     assert_eq!(status.code(), Some(130));
     assert_eq!(canary_weights(&calls), vec![5, 0]);
-    let log = events(dir.path());
+    let log = rollout_events(&dir.path().join("events.jsonl"));
     assert_eq!(log.last().expect("events")["end"], "interrupted");
 }
 
