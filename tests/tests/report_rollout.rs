@@ -149,48 +149,71 @@ fn canary_weights(calls: &Path) -> Vec<u8> {
         .collect()
 }
 
-fn rollout(dir: &Path, world: &World, helm: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(meshctl_bin());
-    command
-        .arg("rollout")
-        .args(["--prometheus", &world.prometheus.url])
-        .args(["--release", "sms-checker", "--namespace", "sms"])
-        .arg("--helm")
-        .arg(helm)
-        .arg("--events")
-        .arg(dir.join("events.jsonl"))
-        .arg("--html")
-        .arg(dir.join("report.html"))
-        .args(["--interval", "3s", "--hold-limit", "30s"])
-        .args(extra);
-    command
+/// One rollout's world: the exporter and Prometheus, the recording helm,
+/// and the folder for the event log and the report.
+struct Scene {
+    dir: tempfile::TempDir,
+    world: World,
+    helm: PathBuf,
+    calls: PathBuf,
+}
+
+impl Scene {
+    fn new(traffic: Traffic) -> Scene {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let world = World::start(dir.path(), traffic);
+        let (helm, calls) = fake_helm(dir.path());
+        Scene {
+            dir,
+            world,
+            helm,
+            calls,
+        }
+    }
+
+    /// `meshctl rollout` on the release, with `extra` flags.
+    fn rollout(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(meshctl_bin());
+        command
+            .arg("rollout")
+            .args(["--prometheus", &self.world.prometheus.url])
+            .args(["--release", "sms-checker", "--namespace", "sms"])
+            .arg("--helm")
+            .arg(&self.helm)
+            .arg("--events")
+            .arg(self.dir.path().join("events.jsonl"))
+            .arg("--html")
+            .arg(self.dir.path().join("report.html"))
+            .args(["--interval", "3s", "--hold-limit", "30s"])
+            .args(extra);
+        command
+    }
+
+    fn weights(&self) -> Vec<u8> {
+        canary_weights(&self.calls)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        rollout_events(&self.dir.path().join("events.jsonl"))
+    }
 }
 
 // 20 % of the canary's requests fail, none of stable's: rolled back at the
 // first check, the canary set to 5 % and then to 0 %, exit 4.
 #[test]
 fn a_failing_canary_is_rolled_back_to_zero() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let world = World::start(
-        dir.path(),
-        Traffic {
-            canary: 100,
-            stable: 1900,
-            canary_error_percent: 20,
-        },
-    );
-    let (helm, calls) = fake_helm(dir.path());
-    let output = rollout(
-        dir.path(),
-        &world,
-        &helm,
-        &["--steps", "5,100", "--step-time", "3s"],
-    )
-    .output()
-    .expect("run meshctl rollout");
+    let scene = Scene::new(Traffic {
+        canary: 100,
+        stable: 1900,
+        canary_error_percent: 20,
+    });
+    let output = scene
+        .rollout(&["--steps", "5,100", "--step-time", "3s"])
+        .output()
+        .expect("run meshctl rollout");
     assert_eq!(output.status.code(), Some(4), "{}", printed(&output));
-    assert_eq!(canary_weights(&calls), vec![5, 0]);
-    let log = rollout_events(&dir.path().join("events.jsonl"));
+    assert_eq!(scene.weights(), vec![5, 0]);
+    let log = scene.events();
     assert_eq!(log[0]["event"], "start");
     let done = log.last().expect("events");
     assert_eq!(
@@ -214,7 +237,8 @@ fn a_failing_canary_is_rolled_back_to_zero() {
         stdout.contains("rolled back: canary left at 0% (exit code 4)"),
         "{stdout}"
     );
-    let html = std::fs::read_to_string(dir.path().join("report.html")).expect("the HTML report");
+    let html =
+        std::fs::read_to_string(scene.dir.path().join("report.html")).expect("the HTML report");
     assert!(html.contains("data-verdict=\"roll_back\""), "{html:.500}");
 }
 
@@ -222,27 +246,18 @@ fn a_failing_canary_is_rolled_back_to_zero() {
 // 5 % step once it has enough requests and goes to 100 %: exit 0.
 #[test]
 fn a_healthy_canary_is_promoted_to_100() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let world = World::start(
-        dir.path(),
-        Traffic {
-            canary: 400,
-            stable: 7600,
-            canary_error_percent: 0,
-        },
-    );
-    let (helm, calls) = fake_helm(dir.path());
-    let output = rollout(
-        dir.path(),
-        &world,
-        &helm,
-        &["--steps", "5,100", "--step-time", "3s"],
-    )
-    .output()
-    .expect("run meshctl rollout");
+    let scene = Scene::new(Traffic {
+        canary: 400,
+        stable: 7600,
+        canary_error_percent: 0,
+    });
+    let output = scene
+        .rollout(&["--steps", "5,100", "--step-time", "3s"])
+        .output()
+        .expect("run meshctl rollout");
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
-    assert_eq!(canary_weights(&calls), vec![5, 100]);
-    let log = rollout_events(&dir.path().join("events.jsonl"));
+    assert_eq!(scene.weights(), vec![5, 100]);
+    let log = scene.events();
     let checks: Vec<&Value> = log.iter().filter(|e| e["event"] == "check").collect();
     let last = checks.last().expect("at least one check");
     assert_eq!(last["decision"]["action"], "promote", "{last}");
@@ -265,26 +280,17 @@ fn wait_for_calls(calls: &Path, n: usize, child: &mut Child) {
 // Ctrl-C during a step leaves the canary at 0 % and exits 130.
 #[test]
 fn ctrl_c_leaves_the_canary_at_zero() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let world = World::start(
-        dir.path(),
-        Traffic {
-            canary: 100,
-            stable: 1900,
-            canary_error_percent: 0,
-        },
-    );
-    let (helm, calls) = fake_helm(dir.path());
-    let mut child = rollout(
-        dir.path(),
-        &world,
-        &helm,
-        &["--steps", "5,100", "--step-time", "1h"],
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("start meshctl rollout");
-    wait_for_calls(&calls, 1, &mut child);
+    let scene = Scene::new(Traffic {
+        canary: 100,
+        stable: 1900,
+        canary_error_percent: 0,
+    });
+    let mut child = scene
+        .rollout(&["--steps", "5,100", "--step-time", "1h"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start meshctl rollout");
+    wait_for_calls(&scene.calls, 1, &mut child);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -292,8 +298,8 @@ fn ctrl_c_leaves_the_canary_at_zero() {
     .expect("send SIGINT");
     let status = child.wait().expect("wait for meshctl rollout");
     assert_eq!(status.code(), Some(130));
-    assert_eq!(canary_weights(&calls), vec![5, 0]);
-    let log = rollout_events(&dir.path().join("events.jsonl"));
+    assert_eq!(scene.weights(), vec![5, 0]);
+    let log = scene.events();
     assert_eq!(log.last().expect("events")["end"], "interrupted");
 }
 

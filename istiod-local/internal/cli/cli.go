@@ -163,6 +163,21 @@ func (in *inputs) load() (*world, error) {
 // accounts its CA would authorize (no ambient mode here).
 var ignoredEnv = map[string]bool{"KUBECONFIG": true, "CA_TRUSTED_NODE_ACCOUNTS": true}
 
+// loadPlan loads the inputs and resolves the pods, with Istio's warnings
+// and the skipped kinds noted in the plan.
+func (in *inputs) loadPlan() (*world, *cluster.Plan, error) {
+	w, err := in.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := w.cluster.PlanFor(w.cidr.String(), w.issued)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan.Warnings, plan.Skipped = w.manifest.Warnings, w.manifest.Skipped
+	return w, plan, nil
+}
+
 // envApplied marks a process that already runs with istiod's environment.
 const envApplied = "ISTIOD_LOCAL_ENV_APPLIED"
 

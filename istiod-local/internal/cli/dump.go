@@ -31,11 +31,7 @@ func dump(args []string) error {
 	if *out == "" || *template == "" {
 		return fmt.Errorf("--out and --bootstrap-template are required")
 	}
-	w, err := in.load()
-	if err != nil {
-		return err
-	}
-	plan, err := w.cluster.PlanFor(w.cidr.String(), w.issued)
+	w, plan, err := in.loadPlan()
 	if err != nil {
 		return err
 	}

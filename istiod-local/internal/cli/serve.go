@@ -30,15 +30,10 @@ func serve(args []string) error {
 	if *secure == "" {
 		return fmt.Errorf("--listen is required")
 	}
-	w, err := in.load()
+	w, plan, err := in.loadPlan()
 	if err != nil {
 		return err
 	}
-	plan, err := w.cluster.PlanFor(w.cidr.String(), w.issued)
-	if err != nil {
-		return err
-	}
-	plan.Warnings, plan.Skipped = w.manifest.Warnings, w.manifest.Skipped
 	if *planOut != "" {
 		if err := writeJSON(*planOut, plan); err != nil {
 			return err
