@@ -87,6 +87,16 @@ pub struct Settings {
     pub gate: Gate,
 }
 
+impl Settings {
+    /// The versions that play `role`, in name order.
+    pub fn versions(&self, role: Role) -> impl Iterator<Item = &str> {
+        self.roles
+            .iter()
+            .filter(move |(_, r)| **r == role)
+            .map(|(v, _)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
     pub start: f64,

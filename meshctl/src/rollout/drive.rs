@@ -53,12 +53,7 @@ pub struct Outcome {
 }
 
 fn versions(settings: &Settings, role: Role) -> BTreeSet<String> {
-    settings
-        .roles
-        .iter()
-        .filter(|(_, r)| **r == role)
-        .map(|(v, _)| v.clone())
-        .collect()
+    settings.versions(role).map(str::to_string).collect()
 }
 
 fn apply(io: &mut Io, step: usize, canary: u8) -> anyhow::Result<()> {

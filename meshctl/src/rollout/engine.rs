@@ -75,14 +75,8 @@ pub struct Engine {
 impl Engine {
     /// A rollout whose first step's weight was applied at `start`.
     pub fn new(plan: Plan, settings: Settings, start: f64) -> Engine {
-        let versions_with = |role: Role| -> Vec<String> {
-            settings
-                .roles
-                .iter()
-                .filter(|(_, r)| **r == role)
-                .map(|(v, _)| v.clone())
-                .collect()
-        };
+        let versions_with =
+            |role: Role| -> Vec<String> { settings.versions(role).map(str::to_string).collect() };
         Engine {
             candidate_versions: versions_with(Role::Canary),
             baseline_versions: versions_with(Role::Stable),

@@ -15,7 +15,7 @@ use crate::report::Settings;
 use crate::report::dataset::{Dataset, MetricNames, bucket};
 use crate::report::model::{Metric, Window};
 use crate::report::prom::Increase;
-use crate::report::testdata::settings;
+use crate::report::testdata::{self, settings};
 
 use super::apply::WeightApplier;
 use super::drive::{Clock, Io, Outcome, drive};
@@ -122,15 +122,9 @@ impl Clock for Shared {
     }
 }
 
+/// A counter's increase by a whole number of events.
 fn inc(name: &str, labels: &[(&str, &str)], value: u64) -> Increase {
-    Increase {
-        name: name.to_string(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        value: value as f64,
-    }
+    testdata::inc(name, labels, value as f64)
 }
 
 impl World {

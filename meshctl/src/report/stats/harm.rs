@@ -65,19 +65,8 @@ pub fn e_value(strata: &[Pair], design_effect: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sequential::Counts;
+    use super::super::testing::{close, pair};
     use super::*;
-
-    fn close(a: f64, b: f64, tolerance: f64) -> bool {
-        (a - b).abs() <= tolerance
-    }
-
-    fn pair(x1: f64, n1: f64, x0: f64, n0: f64) -> Pair {
-        Pair {
-            candidate: Counts::new(x1, n1),
-            baseline: Counts::new(x0, n0),
-        }
-    }
 
     // One canary error, canary share 1/4: E = mean over r of theta(r) /
     // theta = mean of 4 r / (r + 3), r = 2^(j/4), j = 1..24: 2.769146 (the

@@ -133,11 +133,8 @@ impl Aligned {
 #[cfg(test)]
 mod tests {
     use super::super::quantile::Bucket;
+    use super::super::testing::close;
     use super::*;
-
-    fn close(a: f64, b: f64, tolerance: f64) -> bool {
-        (a - b).abs() <= tolerance
-    }
 
     #[test]
     fn mann_whitney_binned_by_hand() {

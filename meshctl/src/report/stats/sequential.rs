@@ -239,18 +239,8 @@ pub fn compare(strata: &[Pair], tuning: &Tuning) -> Option<RateComparison> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{close, pair};
     use super::*;
-
-    fn close(a: f64, b: f64, tolerance: f64) -> bool {
-        (a - b).abs() <= tolerance
-    }
-
-    fn pair(x1: f64, n1: f64, x0: f64, n0: f64) -> Pair {
-        Pair {
-            candidate: Counts::new(x1, n1),
-            baseline: Counts::new(x0, n0),
-        }
-    }
 
     fn tuning(rho: f64) -> Tuning {
         Tuning {

@@ -67,11 +67,8 @@ pub fn sample_ratio(intervals: &[Assignment]) -> Option<SampleRatio> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::close;
     use super::*;
-
-    fn close(a: f64, b: f64, tolerance: f64) -> bool {
-        (a - b).abs() <= tolerance
-    }
 
     // 2,000 new users at 50/50 and a canary 10 % short (900 vs 1,100): by
     // hand chi-square = 100^2/1000 + 100^2/1000 = 20; R's
