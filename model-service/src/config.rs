@@ -12,7 +12,7 @@ use crate::headers::{HeaderClash, HeaderNames};
 use crate::model::Version;
 
 /// The environment variables the service reads. The chart's Deployment sets
-/// some of them (tests/tests/chart.rs checks it sets no other name).
+/// some of them (tests/tests/chart_values.rs checks it sets no other name).
 pub mod env {
     pub const MODEL_VERSION: &str = "MODEL_VERSION";
     pub const SERVER_HOST: &str = "SERVER_HOST";

@@ -6,6 +6,7 @@ pub mod chart;
 pub mod envoy;
 pub mod mesh;
 pub mod process;
+pub mod rendered;
 pub mod report;
 
 use std::path::{Path, PathBuf};

@@ -42,6 +42,26 @@ pub struct MeshOptions {
     pub prometheus: Option<PathBuf>,
 }
 
+/// `meshctl run` in `run_dir` with this workspace's tools: helm, Envoy,
+/// Istio's parts and the filter.
+pub fn meshctl_run(run_dir: &Path) -> Command {
+    let mut command = Command::new(meshctl_bin());
+    command
+        .current_dir(workspace_root())
+        .arg("run")
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--helm")
+        .arg(helm_bin())
+        .arg("--envoy")
+        .arg(envoy_bin())
+        .arg("--istio-dir")
+        .arg(istio_dir())
+        .arg("--wasm")
+        .arg(filter_wasm());
+    command
+}
+
 /// `http://<ip>:<port named port><path>` of a component, which must have that port.
 pub fn url(component: &Component, port: &str, path: &str) -> String {
     component.url(port, path).unwrap_or_else(|| {
@@ -132,23 +152,11 @@ impl LocalMesh {
             .prefix("local-mesh-")
             .tempdir()
             .expect("create a run dir");
-        let mut command = Command::new(meshctl_bin());
+        let mut command = meshctl_run(run_dir.path());
         command
-            .current_dir(workspace_root())
-            .arg("run")
-            .arg("--run-dir")
-            .arg(run_dir.path())
             .args(["--gateway-port", &free_port().to_string()])
             .args(["--prometheus-port", &free_port().to_string()])
             .args(["--scrape-interval", "1s"])
-            .arg("--helm")
-            .arg(helm_bin())
-            .arg("--envoy")
-            .arg(envoy_bin())
-            .arg("--istio-dir")
-            .arg(istio_dir())
-            .arg("--wasm")
-            .arg(filter_wasm())
             .arg("--model-service")
             .arg(model_service_bin());
         for set in &options.sets {

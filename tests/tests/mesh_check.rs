@@ -6,26 +6,15 @@
 //! of them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-use sms_checker_tests::mesh::{edited_manifest, filter_wasm, meshctl_bin};
-use sms_checker_tests::{envoy_bin, helm_bin, istio_dir, printed, workspace_root};
+use sms_checker_tests::mesh::{edited_manifest, filter_wasm, meshctl_run};
+use sms_checker_tests::printed;
 
 fn check_with(run_dir: &Path, sets: &[&str], manifest: Option<&Path>) -> Output {
-    let mut command = Command::new(meshctl_bin());
-    command
-        .current_dir(workspace_root())
-        .args(["run", "--check", "--run-dir"])
-        .arg(run_dir)
-        .arg("--helm")
-        .arg(helm_bin())
-        .arg("--envoy")
-        .arg(envoy_bin())
-        .arg("--istio-dir")
-        .arg(istio_dir())
-        .arg("--wasm")
-        .arg(filter_wasm());
+    let mut command = meshctl_run(run_dir);
+    command.arg("--check");
     for set in sets {
         command.args(["--set", set]);
     }

@@ -22,7 +22,7 @@ pub enum Role {
 
 impl Role {
     /// The part each of the chart's versions plays, as its `_helpers.tpl`
-    /// (`sms-checker.role`) labels them; tests/tests/chart.rs checks the two
+    /// (`sms-checker.role`) labels them; tests/tests/chart_values.rs checks the two
     /// agree.
     pub const CHART_DEFAULTS: [(&'static str, Role); 3] = [
         ("v1", Role::Stable),
