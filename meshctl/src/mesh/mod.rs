@@ -14,6 +14,8 @@
 //! set` hands new chart values to the running mesh the same way (see
 //! [`values`]).
 
+mod check;
+mod control;
 mod forward;
 mod istio;
 mod network;

@@ -279,7 +279,7 @@ impl<'a> Live<'a> {
         if !applied.rejected.is_empty() {
             // Back to what every proxy accepted, as a careful operator would.
             let back = istio::apply(&self.inputs.control_socket, &self.rendered.manifests());
-            let why = super::run::rejections(&applied.rejected, &state.components).join("; ");
+            let why = super::check::rejections(&applied.rejected, &state.components).join("; ");
             match back {
                 Ok(_) => bail!(
                     "proxies refused the new configuration, so the previous values stay applied: {why}"
