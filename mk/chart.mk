@@ -7,7 +7,7 @@ NAMESPACE     ?= default
 HELM_ARGS     ?=
 # The Istio release whose CRDs the chart is validated against, and the file's
 # SHA-256: one source of truth, the chart tests' constants.
-CHART_PIN_RS  := $(ROOT)/tests/src/chart.rs
+CHART_PIN_RS  := $(ROOT)/tests/src/schemas.rs
 ISTIO_API_TAG := $(shell sed -n 's/^pub const ISTIO_VERSION: &str = "\([0-9.]*\)";/\1/p' $(CHART_PIN_RS))
 ISTIO_CRDS_SHA256 := $(shell sed -n '/^pub const ISTIO_CRDS_SHA256/,/;/s/.*"\([0-9a-f]\{64\}\)".*/\1/p' $(CHART_PIN_RS))
 $(if $(and $(ISTIO_API_TAG),$(ISTIO_CRDS_SHA256)),,$(error ISTIO_VERSION or ISTIO_CRDS_SHA256 not found in $(CHART_PIN_RS)))

@@ -8,6 +8,7 @@ pub mod mesh;
 pub mod process;
 pub mod rendered;
 pub mod report;
+pub mod schemas;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::chart::{self, IstioSchemas, describe, find, of_kind, render};
+use crate::chart::{describe, find, of_kind, render};
+use crate::schemas::{self, IstioSchemas};
 
 pub fn istio() -> &'static IstioSchemas {
     static SCHEMAS: OnceLock<IstioSchemas> = OnceLock::new();
@@ -16,7 +17,7 @@ pub fn istio() -> &'static IstioSchemas {
 pub fn render_valid(sets: &[(&str, &str)]) -> Vec<Value> {
     let objects = render(sets).unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
     assert!(!objects.is_empty(), "nothing rendered for {sets:?}");
-    chart::validate_all(&objects, istio())
+    schemas::validate_all(&objects, istio())
         .unwrap_or_else(|e| panic!("validate render with {sets:?}: {e}"));
     objects
 }

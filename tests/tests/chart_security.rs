@@ -2,8 +2,9 @@
 //! PeerAuthentication and NetworkPolicy, rendered and validated.
 
 use serde_json::{Value, json};
-use sms_checker_tests::chart::{self, KUBERNETES_VERSION, describe, of_kind};
+use sms_checker_tests::chart::{describe, of_kind};
 use sms_checker_tests::rendered::{assert_refused, get, istio, render_error, render_valid};
+use sms_checker_tests::schemas::{self, KUBERNETES_VERSION};
 
 /// Every value that turns the security objects on, with callers in the mesh.
 const SECURITY_ON: &[(&str, &str)] = &[
@@ -395,7 +396,7 @@ fn security_values_are_checked() {
     );
     let mut network = get(&objects, "NetworkPolicy", "model-service").clone();
     network["spec"]["ingress"][0]["from"][0]["namespaceSelectors"] = json!({});
-    let err = chart::kubernetes_validate(&[&network], KUBERNETES_VERSION)
+    let err = schemas::kubernetes_validate(&[&network], KUBERNETES_VERSION)
         .expect_err("unknown NetworkPolicy field accepted");
     assert!(err.to_string().contains("namespaceSelectors"), "{err}");
 }

@@ -2,11 +2,12 @@
 //! field, and the names and defaults it shares with the filter and meshctl.
 
 use serde_json::json;
-use sms_checker_tests::chart::{self, KUBERNETES_VERSION, describe, of_kind};
+use sms_checker_tests::chart::{describe, of_kind};
 use sms_checker_tests::rendered::{
     assert_refused, cohorts, destinations, get, istio, plugin_config, render_error, render_valid,
     route, virtual_service,
 };
+use sms_checker_tests::schemas::{self, KUBERNETES_VERSION};
 
 #[test]
 fn schema_rejects_bad_values_with_clear_messages() {
@@ -283,10 +284,10 @@ fn validators_reject_what_the_api_server_would() {
     // kubernetes-validate: unknown field, and a kind it has no schema for.
     let mut deployment = get(&objects, "Deployment", "model-deployment-v1").clone();
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = json!({});
-    let err = chart::kubernetes_validate(&[&deployment], KUBERNETES_VERSION)
+    let err = schemas::kubernetes_validate(&[&deployment], KUBERNETES_VERSION)
         .expect_err("unknown Deployment field accepted");
     assert!(err.to_string().contains("readinessProbes"), "{err}");
-    let err = chart::kubernetes_validate(&[virtual_service(&objects)], KUBERNETES_VERSION)
+    let err = schemas::kubernetes_validate(&[virtual_service(&objects)], KUBERNETES_VERSION)
         .expect_err("a kind without schema passed");
     assert!(err.to_string().contains("find schema"), "{err}");
 }

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use sms_checker_tests::chart::{self, describe, of_kind};
 use sms_checker_tests::rendered::{get, names_of, render_valid, virtual_service};
+use sms_checker_tests::schemas;
 
 #[test]
 fn pods_are_locked_down_probed_and_instrumented() {
@@ -287,7 +288,7 @@ fn monitoring_objects_select_the_right_targets() {
     bad["spec"]["endpoints"][0]["interval"] = json!("1.5s");
     bad["spec"]["endpoints"][0]["port"] = json!(8081);
     let err =
-        chart::prometheus_operator_validate(&[&bad]).expect_err("bad ServiceMonitor accepted");
+        schemas::prometheus_operator_validate(&[&bad]).expect_err("bad ServiceMonitor accepted");
     let err = err.to_string();
     assert!(err.contains("ERROR ServiceMonitor/model-service"), "{err}");
     assert!(err.contains("interval") || err.contains("port"), "{err}");

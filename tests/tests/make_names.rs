@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use meshctl::workspace;
-use sms_checker_tests::chart::{ISTIO_CRDS_SHA256, istio_crds_file};
+use sms_checker_tests::schemas::{ISTIO_CRDS_SHA256, istio_crds_file};
 use sms_checker_tests::{make_variable, workspace_root};
 
 /// `path` with `.` and `..` folded away, without touching the file system
@@ -55,7 +55,7 @@ fn the_shared_folder_defaults_to_the_same_place() {
 }
 
 /// `make chart-crds` fetches and checks the file the chart tests load; it
-/// takes the version and checksum from tests/src/chart.rs.
+/// takes the version and checksum from tests/src/schemas.rs.
 #[test]
 fn the_pinned_istio_crds_are_the_ones_the_chart_tests_load() {
     assert_eq!(make_variable("ISTIO_CRDS"), istio_crds_file());
