@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod chart;
 pub mod envoy;
+pub mod http;
 pub mod mesh;
 pub mod process;
 pub mod rendered;

@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sms_checker_tests::envoy::{
-    Bootstrap, Client, Envoy, ListenerSpec, Response, Route, Upstream, filter_wasm, metric,
-};
+use sms_checker_tests::envoy::{Bootstrap, Envoy, ListenerSpec, Route, filter_wasm, metric};
+use sms_checker_tests::http::{Client, Response, Upstream};
 use sms_checker_tests::{free_port, wait_for};
 
 const COHORT_HEADER: &str = "x-experiment-cohort";

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sms_checker_tests::envoy::{
-    AccessLog, Bootstrap, Client, Envoy, ListenerSpec, Route, Upstream, filter_wasm, http_get,
-    metric,
+    AccessLog, Bootstrap, Envoy, ListenerSpec, Route, filter_wasm, metric,
 };
+use sms_checker_tests::http::{Client, Upstream, http_get};
 use sms_checker_tests::{free_port, wait_for};
 
 const TOKEN: &str = "qa-token-7f3c9a1e5b2d";
