@@ -10,6 +10,7 @@ pub mod process;
 pub mod rendered;
 pub mod report;
 pub mod schemas;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

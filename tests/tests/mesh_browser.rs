@@ -4,7 +4,8 @@
 //! and sees the verdict, the version and its cohort; a reload keeps it.
 
 use sms_checker_tests::browser::{check_sms, launch};
-use sms_checker_tests::mesh::{LocalMesh, UID_COOKIE};
+use sms_checker_tests::mesh::LocalMesh;
+use sms_checker_tests::users::UID_COOKIE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_page_through_the_gateway_keeps_the_cohort_across_a_reload() {

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sms_checker_tests::mesh::{LocalMesh, Reply, metric_sum, parallel, predict};
+use sms_checker_tests::mesh::{LocalMesh, metric_sum};
+use sms_checker_tests::users::{Reply, parallel, predict};
 use sms_checker_tests::wait_for;
 
 const USERS: usize = 2_000;

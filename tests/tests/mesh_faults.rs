@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use sms_checker_tests::mesh::{
-    Arrivals, LocalMesh, MeshOptions, Reply, arrive, edited_manifest, parallel, predict,
-};
+use sms_checker_tests::mesh::{LocalMesh, MeshOptions, edited_manifest};
+use sms_checker_tests::users::{Arrivals, Reply, arrive, parallel, predict};
 
 const USERS: usize = 400;
 const THREADS: usize = 8;

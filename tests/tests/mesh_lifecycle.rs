@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sms_checker_tests::mesh::{Kind, LocalMesh, MeshOptions, parallel, pid_alive, predict};
+use sms_checker_tests::mesh::{Kind, LocalMesh, MeshOptions, pid_alive};
+use sms_checker_tests::users::{parallel, predict};
 use sms_checker_tests::wait_for;
 
 fn component_pids(mesh: &LocalMesh) -> Vec<(String, u32)> {

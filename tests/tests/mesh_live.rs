@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sms_checker_tests::mesh::{Arrivals, LocalMesh, Reply, arrive, parallel, predict};
+use sms_checker_tests::mesh::LocalMesh;
+use sms_checker_tests::users::{Arrivals, Reply, arrive, parallel, predict};
 
 const USERS: usize = 2_000;
 /// New users after the change: enough that ±2 points is more than 4σ of

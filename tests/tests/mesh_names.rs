@@ -21,9 +21,8 @@ use sms_checker_filter::config::{
 };
 use sms_checker_filter::metrics::SIDECAR_REQUESTS;
 use sms_checker_tests::browser::{check_sms, launch};
-use sms_checker_tests::mesh::{
-    Gateway, LocalMesh, Names, Reply, metric_sum, parallel, predict_with, url,
-};
+use sms_checker_tests::mesh::{Gateway, LocalMesh, metric_sum, url};
+use sms_checker_tests::users::{Names, Reply, parallel, predict_with};
 use sms_checker_tests::wait_for;
 
 const PREDICTION_HEADER: &str = "x-verdict";

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sms_checker_tests::mesh::{LocalMesh, Reply, meshctl_bin, parallel, predict};
+use sms_checker_tests::mesh::{LocalMesh, meshctl_bin};
 use sms_checker_tests::printed;
 use sms_checker_tests::report::rollout_events;
+use sms_checker_tests::users::{Reply, parallel, predict};
 
 const THREADS: usize = 6;
 const SMS: &str = "Are we still on for lunch tomorrow?";

@@ -5,7 +5,8 @@
 //! and a call from another workload's sidecar, whose identity the policy does
 //! not name, gets 403 from Istio's RBAC filter.
 
-use sms_checker_tests::mesh::{LocalMesh, parallel, predict};
+use sms_checker_tests::mesh::LocalMesh;
+use sms_checker_tests::users::{parallel, predict};
 
 const SMS: &str = "Are we still on for lunch tomorrow?";
 

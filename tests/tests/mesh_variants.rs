@@ -3,9 +3,8 @@
 //! ingress gateway lands where Istio's configuration says. (`mesh_check`
 //! reads the same configurations as Istio serves them.)
 
-use sms_checker_tests::mesh::{
-    Gateway, LocalMesh, MeshOptions, edited_manifest, parallel, predict,
-};
+use sms_checker_tests::mesh::{Gateway, LocalMesh, MeshOptions, edited_manifest};
+use sms_checker_tests::users::{parallel, predict};
 
 const SMS: &str = "Are we still on for lunch tomorrow?";
 

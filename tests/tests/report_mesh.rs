@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sms_checker_tests::mesh::{LocalMesh, Reply, parallel, predict, url};
+use sms_checker_tests::mesh::{LocalMesh, url};
 use sms_checker_tests::report::{meshctl_bin, report_row};
+use sms_checker_tests::users::{Reply, parallel, predict};
 
 /// One mesh at a time: each runs a gateway, three sidecars, three services
 /// and Prometheus, and the machine has few cores.
