@@ -59,14 +59,8 @@ pub fn istio_message(log: &str) -> String {
         .filter(|l| !l.contains("\terror\t") && !l.contains("\twarn\t") && !l.contains("\tinfo\t"))
         .collect();
     if lines.is_empty() {
-        log.lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(15)..].join("\n")
     } else {
         lines.join("\n")
     }
@@ -82,17 +76,17 @@ pub fn rejections(rejected: &[istio::Rejection], components: &[ComponentState]) 
                 .iter()
                 .find(|c| c.pod.as_deref() == Some(r.proxy.as_str()) && c.kind.is_proxy());
             let name = component.map_or(r.proxy.as_str(), |c| c.name.as_str());
-            let said: Vec<String> = component
+            // The filter's last word is the one about this configuration.
+            let said: Option<String> = component
                 .and_then(|c| std::fs::read_to_string(&c.log).ok())
-                .map(|log| {
+                .and_then(|log| {
                     log.lines()
                         .filter_map(|l| l.split_once("wasm log").map(|(_, m)| m))
+                        .next_back()
                         .map(|m| m.split_once(": ").map_or(m, |(_, m)| m).split('\t').next().unwrap_or(m).trim().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+                });
             let mut line = format!("{name} ({}) refused its {} configuration: {}", r.proxy, r.kind, r.error);
-            if let Some(last) = said.last() {
+            if let Some(last) = said {
                 line.push_str(&format!("; the filter says: {last}"));
             }
             if r.kind == "ECDS" {

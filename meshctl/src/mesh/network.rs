@@ -23,7 +23,6 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
 
 /// Subnets come from 10.213.0.0/16, one /24 per running mesh.
 const SUBNET_PREFIX: [u8; 2] = [10, 213];
@@ -46,16 +45,12 @@ impl Netns {
             .stderr(Stdio::null())
             .process_group(0);
         let meshctl = nix::unistd::getpid();
-        // SAFETY: only async-signal-safe calls (unshare, prctl, getppid) run
+        // SAFETY: only async-signal-safe calls (unshare, then die_with's) run
         // between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                if nix::unistd::getppid() != meshctl {
-                    return Err(std::io::Error::other("meshctl exited during start"));
-                }
-                Ok(())
+                super::supervisor::die_with(meshctl)
             });
         }
         let holder = command

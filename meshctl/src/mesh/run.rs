@@ -500,29 +500,25 @@ fn urls(state: &State) -> Vec<(String, String)> {
         ));
     }
     for c in &state.components {
-        match c.kind {
-            Kind::Gateway | Kind::Sidecar => urls.push((
+        let (what, url) = match c.kind {
+            Kind::Gateway | Kind::Sidecar => (
                 format!("{} stats", c.name),
-                format!(
-                    "http://{}:{}/stats/prometheus",
-                    c.ip,
-                    super::pods::ENVOY_STATS_PORT
-                ),
-            )),
-            Kind::ModelService => urls.push((
+                c.url("stats", "/stats/prometheus"),
+            ),
+            // The agent's merged metrics: its status port is the proxy's, not
+            // in the model-service container's port map.
+            Kind::ModelService => (
                 format!("{} metrics", c.name),
-                format!(
+                Some(format!(
                     "http://{}:{}/stats/prometheus",
                     c.ip,
                     super::pods::AGENT_STATUS_PORT
-                ),
-            )),
-            Kind::Prometheus => urls.push((
-                "prometheus".into(),
-                format!("http://{}:{}", c.ip, c.ports["http"]),
-            )),
-            Kind::Istiod => {}
-        }
+                )),
+            ),
+            Kind::Prometheus => ("prometheus".into(), c.url("http", "")),
+            Kind::Istiod => continue,
+        };
+        urls.extend(url.map(|url| (what, url)));
     }
     urls
 }

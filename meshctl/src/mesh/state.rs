@@ -150,10 +150,7 @@ impl State {
         let Some(path) = &self.path else {
             anyhow::bail!("this state was read, not started: it has no file to write");
         };
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+        write_atomic(path, &serde_json::to_vec_pretty(self)?)?;
         self.dirty = false;
         Ok(())
     }
@@ -231,6 +228,21 @@ pub fn request_path(run_dir: &Path, component: &str, action: Action) -> PathBuf 
         .join(format!("{component}.{action}"))
 }
 
+/// Where the mesh answers a request: `control/<component>.result`.
+pub fn result_path(request: &Path) -> PathBuf {
+    request.with_extension("result")
+}
+
+/// Writes `<path>.tmp`, then renames it to `path`, so readers never see half
+/// a file (and [`control_requests`] skips the `.tmp` meanwhile).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+}
+
 /// A `control/<component>.<action>` file.
 pub struct ControlRequest {
     pub component: String,
@@ -301,6 +313,24 @@ mod tests {
             request.done().unwrap();
         }
         assert!(control_requests(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_and_files_being_written_are_not_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("control")).unwrap();
+        let request = request_path(dir.path(), "values-1", Action::Set);
+        write_atomic(&state_path(dir.path()), b"{}").unwrap();
+        write_atomic(&result_path(&request), b"{}").unwrap();
+        std::fs::write(dir.path().join("control/values-2.set.tmp"), "").unwrap();
+        assert!(control_requests(dir.path()).unwrap().is_empty());
+        write_atomic(&request, b"a=1").unwrap();
+        let requests = control_requests(dir.path()).unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].path(), request);
+        assert_eq!(std::fs::read_to_string(&request).unwrap(), "a=1");
+        assert!(dir.path().join("control/values-1.result").exists());
+        assert!(!dir.path().join("control/values-1.set.tmp").exists());
     }
 
     #[test]

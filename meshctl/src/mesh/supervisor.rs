@@ -137,24 +137,31 @@ impl Spec {
             None => None,
         };
         let meshctl = nix::unistd::getpid();
-        // SAFETY: only async-signal-safe calls (setns, prctl, getppid) run
+        // SAFETY: only async-signal-safe calls (setns, then die_with's) run
         // between fork and exec; the namespace file is opened before fork.
         unsafe {
             command.pre_exec(move || {
                 if let Some(ns) = &netns {
                     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 }
-                // If meshctl dies without cleaning up, the kernel kills the child.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // meshctl may have died before the line above ran.
-                if nix::unistd::getppid() != meshctl {
-                    return Err(std::io::Error::other("meshctl exited during start"));
-                }
-                Ok(())
+                die_with(meshctl)
             });
         }
         Ok(command)
     }
+}
+
+/// Makes the kernel kill the calling process when `parent` (meshctl) dies,
+/// even without cleaning up. For `pre_exec`: only async-signal-safe calls
+/// (prctl, getppid) and no allocation.
+pub(super) fn die_with(parent: Pid) -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // The parent may have died before the line above ran. std hands only
+    // the errno to the parent, so a message would be lost anyway.
+    if nix::unistd::getppid() != parent {
+        return Err(nix::errno::Errno::EINVAL.into());
+    }
+    Ok(())
 }
 
 impl Component {

@@ -35,10 +35,37 @@ pub struct Rendered {
 
 /// Renders the chart with `sets` (after pointing every WasmPlugin at the
 /// local module, so an explicit `filter.url` still wins), or reads the
-/// `--manifest` given instead.
+/// `--manifest` given instead, and Istio's gateway chart for each ingress.
 pub fn render(inputs: &Inputs, sets: &[String]) -> anyhow::Result<Rendered> {
+    let app = render_app(inputs, sets)?;
     let args = &inputs.args;
-    let mut app = match &args.manifest {
+    let mut gateways = Vec::new();
+    let mut gateway_objects = Vec::new();
+    for ingress in &app.ingresses.gateways {
+        let text = istio::render_gateway(&args.helm, &inputs.istio, &args.gateway_values, ingress)?;
+        gateway_objects.extend(chart::parse_objects(&text)?);
+        gateways.push(text);
+    }
+    Ok(Rendered {
+        app: app.text,
+        objects: app.objects,
+        ingresses: app.ingresses,
+        gateways,
+        gateway_objects,
+    })
+}
+
+/// The application's part of a render: all that `meshctl set` can change.
+struct App {
+    /// The chart's output, plus stand-in Gateways.
+    text: String,
+    objects: Vec<Object>,
+    ingresses: istio::Ingresses,
+}
+
+fn render_app(inputs: &Inputs, sets: &[String]) -> anyhow::Result<App> {
+    let args = &inputs.args;
+    let mut text = match &args.manifest {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("read manifest {}", path.display()))?,
         None => {
@@ -55,30 +82,21 @@ pub fn render(inputs: &Inputs, sets: &[String]) -> anyhow::Result<Rendered> {
             )?
         }
     };
-    let objects = chart::parse_objects(&app)?;
+    let objects = chart::parse_objects(&text)?;
     let ingresses = istio::ingresses(&objects)?;
     for (_, doc) in &ingresses.stand_ins {
-        app.push_str("\n---\n# A stand-in for a Gateway outside the chart.\n");
-        app.push_str(doc);
-    }
-    let mut gateways = Vec::new();
-    let mut gateway_objects = Vec::new();
-    for ingress in &ingresses.gateways {
-        let text = istio::render_gateway(&args.helm, &inputs.istio, &args.gateway_values, ingress)?;
-        gateway_objects.extend(chart::parse_objects(&text)?);
-        gateways.push(text);
+        text.push_str("\n---\n# A stand-in for a Gateway outside the chart.\n");
+        text.push_str(doc);
     }
     if ingresses.gateways.is_empty() {
         bail!(
             "the chart renders no Gateway and no route bound to one: nothing would serve the gateway port"
         );
     }
-    Ok(Rendered {
-        app,
+    Ok(App {
+        text,
         objects,
         ingresses,
-        gateways,
-        gateway_objects,
     })
 }
 
@@ -253,10 +271,10 @@ impl<'a> Live<'a> {
                 }
             }
         };
-        let result_path = request.path().with_extension("result");
-        let tmp = result_path.with_extension("result.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&result)?)?;
-        std::fs::rename(&tmp, &result_path)?;
+        state::write_atomic(
+            &state::result_path(request.path()),
+            &serde_json::to_vec_pretty(&result)?,
+        )?;
         request.done()
     }
 
@@ -269,12 +287,21 @@ impl<'a> Live<'a> {
         }
         let mut sets = state.values.clone();
         sets.extend(new.iter().cloned());
-        let rendered = render(self.inputs, &sets)?;
-        if rendered.ingresses.gateways != self.rendered.ingresses.gateways {
+        let app = render_app(self.inputs, &sets)?;
+        if app.ingresses.gateways != self.rendered.ingresses.gateways {
             bail!(
                 "the new values change the ingress gateway; restart the local mesh to apply them"
             );
         }
+        // Istio's gateway chart renders from the ingress alone, which is
+        // unchanged: the running render stands, without another helm run.
+        let rendered = Rendered {
+            app: app.text,
+            objects: app.objects,
+            ingresses: app.ingresses,
+            gateways: self.rendered.gateways.clone(),
+            gateway_objects: self.rendered.gateway_objects.clone(),
+        };
         let applied = istio::apply(&self.inputs.control_socket, &rendered.manifests())?;
         if !applied.rejected.is_empty() {
             // Back to what every proxy accepted, as a careful operator would.
@@ -332,10 +359,8 @@ pub fn set_values(
             .map_or(0, |d| d.as_nanos())
     );
     let request = state::request_path(run_dir, &id, Action::Set);
-    let result = request.with_extension("result");
-    let tmp = request.with_extension("tmp");
-    std::fs::write(&tmp, values.join("\n"))?;
-    std::fs::rename(&tmp, &request)?;
+    let result = state::result_path(&request);
+    state::write_atomic(&request, values.join("\n").as_bytes())?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(text) = std::fs::read_to_string(&result) {
