@@ -45,7 +45,7 @@ chart-test: tools chart-crds chart-monitor-models ## Chart tests: helm, kubernet
 chart-scan: tools-python $(HELM) ## checkov's Kubernetes checks on the rendered chart (NAMESPACE, HELM_ARGS)
 	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	  $(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS) > "$$out/$(RELEASE).yaml" && \
-	  BC_SKIP_MAPPING=TRUE $(VENV)/bin/checkov --framework kubernetes --skip-download --compact --file "$$out/$(RELEASE).yaml"
+	  BC_SKIP_MAPPING=TRUE $(CHECKOV_BIN) --framework kubernetes --skip-download --compact --file "$$out/$(RELEASE).yaml"
 
 # ../shared holds the pinned CRDs; a checkout without it fetches the same
 # file from the istio/api tag and checks its SHA-256 before using it.

@@ -74,15 +74,6 @@ pub(crate) fn run(command: &mut Command) -> Result<std::process::Output, ChartEr
     })
 }
 
-/// stdout then stderr, as one text (validators report on either).
-pub(crate) fn all_output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Runs helm (`make tools`) with `args`; stdout on success.
 pub fn helm(args: &[&str]) -> Result<String, ChartError> {
     Ok(meshctl::chart::run_helm(&helm_bin(), args)?)

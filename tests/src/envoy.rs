@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sms_checker_filter::config::DEFAULT_COHORT_HEADER;
 
 pub use crate::filter_wasm;
 use crate::http::http_get;
@@ -50,6 +51,35 @@ pub struct ListenerSpec {
     pub wasm: Option<(PathBuf, String)>,
     pub routes: Vec<Route>,
     pub mirror_cluster: Option<String>,
+}
+
+/// The gateway listener as Istio builds it from the chart's VirtualService:
+/// one route per cohort header value (v1 stable, v2 canary), `fallback`
+/// weights as the default route, every request mirrored to v3 (the shadow).
+/// The plugin config must leave the cohort header at the filter's default.
+pub fn gateway_listener(port: u16, plugin_config: &str, fallback: &[(&str, u32)]) -> ListenerSpec {
+    let cohort_route = |value: &str, cluster: &str| Route::HeaderExact {
+        header: DEFAULT_COHORT_HEADER.into(),
+        value: value.into(),
+        cluster: cluster.into(),
+    };
+    ListenerSpec {
+        name: "gateway".into(),
+        port,
+        wasm: Some((filter_wasm(), plugin_config.to_string())),
+        routes: vec![
+            cohort_route("stable", "v1"),
+            cohort_route("canary", "v2"),
+            // Reached only without a cohort header (Istio's split).
+            Route::Weighted(
+                fallback
+                    .iter()
+                    .map(|(cluster, weight)| (cluster.to_string(), *weight))
+                    .collect(),
+            ),
+        ],
+        mirror_cluster: Some("v3".into()),
+    }
 }
 
 /// The parameters of one Envoy bootstrap.

@@ -27,7 +27,7 @@ use serde_json::Value;
 pub use meshctl::mesh::state::{Action, ComponentState as Component, Kind, State};
 
 use crate::process::Process;
-use crate::{envoy_bin, free_port, helm_bin, istio_dir, wait_for, workspace_root};
+use crate::{envoy_bin, free_port, helm_bin, istio_dir, printed, wait_for, workspace_root};
 pub use crate::{filter_wasm, meshctl_bin, model_service_bin};
 
 /// How to start a mesh; [`LocalMesh::start`] covers the common case.
@@ -78,6 +78,8 @@ pub fn url(component: &Component, port: &str, path: &str) -> String {
 pub struct Gateway {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The port in `base`, for URLs under `host` (as a browser would use).
+    pub port: u16,
     pub host: String,
 }
 
@@ -233,6 +235,7 @@ impl LocalMesh {
         let state = self.state();
         Gateway {
             base: format!("http://127.0.0.1:{}", state.gateway_port),
+            port: state.gateway_port,
             host: state
                 .hosts
                 .first()
@@ -302,11 +305,7 @@ impl LocalMesh {
             .args(values)
             .output()
             .expect("run meshctl set");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = printed(&output);
         if output.status.success() {
             Ok(text)
         } else {
@@ -484,7 +483,7 @@ pub fn edited_manifest(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     let rendered = meshctl::chart::render(
         &helm_bin(),
         &meshctl::chart::Render {
-            chart: workspace_root().join(meshctl::workspace::CHART),
+            chart: crate::chart::chart_dir(),
             release: "sms-checker".into(),
             sets: vec![format!("filter.url=file://{}", filter_wasm().display())],
             ..meshctl::chart::Render::default()

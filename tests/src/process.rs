@@ -92,3 +92,30 @@ impl Drop for Process {
         self.stop();
     }
 }
+
+/// The release model-service serving `version` on a free 127.0.0.1 port,
+/// configured through its environment, its log in `log_dir/service.log`.
+/// Returns once `/ready` answers, with `http://127.0.0.1:<port>`.
+pub fn start_model_service(version: &str, log_dir: &Path) -> (Process, String) {
+    use model_service::config::env;
+
+    let port = crate::free_port();
+    let mut command = Command::new(crate::model_service_bin());
+    command
+        .arg("serve")
+        .env(env::MODEL_VERSION, version)
+        .env(env::SERVER_HOST, "127.0.0.1")
+        .env(env::SERVER_PORT, port.to_string())
+        .env(
+            env::MODELS_DIR,
+            crate::workspace_root().join(meshctl::workspace::MODELS_DIR),
+        )
+        // Warnings and panics only: schemathesis sends thousands of requests.
+        .env("RUST_LOG", "warn");
+    let service = Process::spawn("model-service", command, &log_dir.join("service.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    crate::wait_for("model-service /ready", Duration::from_secs(30), || {
+        ureq::get(format!("{base}/ready")).call().ok()
+    });
+    (service, base)
+}

@@ -11,10 +11,8 @@ use std::process::Command;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::chart::{
-    ChartError, all_output, describe, is_istio, is_prometheus_operator, parse_objects, run,
-};
-use crate::{shared_dir, tool, workspace_root};
+use crate::chart::{ChartError, describe, is_istio, is_prometheus_operator, parse_objects, run};
+use crate::{printed, shared_dir, tool, workspace_root};
 
 /// Istio release whose CRDs the rendered objects are checked against
 /// (`make chart-crds` reads it, and the checksum, from here).
@@ -49,7 +47,7 @@ pub fn kubernetes_validate(objects: &[&Value], version: &str) -> Result<(), Char
     let out = run(Command::new(&bin)
         .args(["--strict", "-k", version])
         .arg(file.path()))?;
-    let text = all_output(&out);
+    let text = printed(&out);
     let passed = text.lines().filter(|l| l.contains(" passed for ")).count();
     let problems: Vec<String> = text
         .lines()
@@ -129,10 +127,7 @@ impl IstioSchemas {
     pub fn load_from(path: &Path) -> Result<IstioSchemas, ChartError> {
         let bytes = std::fs::read(path)
             .map_err(|e| ChartError::Crds(format!("{}: {e}", path.display())))?;
-        let digest: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = model_service::dataset::hex(&Sha256::digest(&bytes));
         if digest != ISTIO_CRDS_SHA256 {
             return Err(ChartError::Crds(format!(
                 "{} has SHA-256 {digest}, expected {ISTIO_CRDS_SHA256} (Istio {ISTIO_VERSION})",
@@ -345,7 +340,7 @@ pub fn prometheus_operator_validate(objects: &[&Value]) -> Result<(), ChartError
         &serde_json::to_vec(objects).map_err(|e| ChartError::Yaml(e.to_string()))?,
     )?;
     let out = run(Command::new("node").arg(&script).arg(&modules).arg(&input))?;
-    let text = all_output(&out);
+    let text = printed(&out);
     let passed = text.lines().filter(|l| l.starts_with("passed ")).count();
     if !out.status.success() || passed != objects.len() {
         return Err(ChartError::Invalid {

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use serde_json::Value;
-use sms_checker_tests::chart::{self, chart_dir};
-use sms_checker_tests::tool;
+use sms_checker_tests::chart::chart_dir;
+use sms_checker_tests::{helm_bin, tool};
 
 /// The checks the chart skips on purpose, and the value that decides each.
 const KNOWN_SKIPS: [(&str, &str); 3] = [
@@ -64,16 +64,17 @@ fn text(check: &Value, field: &str) -> String {
 /// `helm template sms-checker <chart>` (the release namespace is `default`
 /// unless `namespace` is given), scanned by checkov.
 fn scan(namespace: Option<&str>, sets: &[&str]) -> Scan {
-    let chart = chart_dir();
-    let chart = chart.to_string_lossy();
-    let mut args = vec!["template", "sms-checker", chart.as_ref()];
-    if let Some(namespace) = namespace {
-        args.extend(["--namespace", namespace]);
-    }
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let rendered = chart::helm(&args).unwrap_or_else(|e| panic!("{e}"));
+    let rendered = meshctl::chart::render(
+        &helm_bin(),
+        &meshctl::chart::Render {
+            chart: chart_dir(),
+            release: "sms-checker".into(),
+            namespace: namespace.map(str::to_string),
+            sets: sets.iter().map(|set| set.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let manifest = dir.path().join("sms-checker.yaml");
     std::fs::write(&manifest, rendered).expect("write the render");

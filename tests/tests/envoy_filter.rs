@@ -14,14 +14,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use model_service::dataset::hex;
 use sha2::{Digest, Sha256};
-use sms_checker_tests::envoy::{Bootstrap, Envoy, ListenerSpec, Route, filter_wasm, metric};
+// The configs here leave the header at the filter's default.
+use sms_checker_filter::config::DEFAULT_COHORT_HEADER as COHORT_HEADER;
+use sms_checker_tests::envoy::{
+    Bootstrap, Envoy, ListenerSpec, Route, filter_wasm, gateway_listener, metric,
+};
 use sms_checker_tests::http::{Client, Response, Upstream};
 use sms_checker_tests::{free_port, wait_for};
 
-const COHORT_HEADER: &str = "x-experiment-cohort";
 const COOKIE: &str = "sms-checker-uid";
 const OVERRIDE_TOKEN: &str = "qa-secret-token";
+
+/// The gateway's default route: Istio's per-request split, reached only
+/// without the filter.
+const ISTIO_SPLIT: [(&str, u32); 2] = [("v1", 50), ("v2", 50)];
 
 fn gateway_config(stable: u32, canary: u32, extra: &str) -> String {
     format!(
@@ -36,34 +44,8 @@ fn sidecar_config(extra: &str) -> String {
 }
 
 fn override_extra() -> String {
-    let sha: String = Sha256::digest(OVERRIDE_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = hex(&Sha256::digest(OVERRIDE_TOKEN.as_bytes()));
     format!(r#","override":{{"tokenSha256":"{sha}"}}"#)
-}
-
-/// The gateway listener as Istio builds it from the chart's VirtualService:
-/// one route per cohort header value, the weighted split as the default
-/// route, every request mirrored to v3.
-fn gateway_listener(port: u16, plugin_config: &str) -> ListenerSpec {
-    let cohort_route = |value: &str, cluster: &str| Route::HeaderExact {
-        header: COHORT_HEADER.into(),
-        value: value.into(),
-        cluster: cluster.into(),
-    };
-    ListenerSpec {
-        name: "gateway".into(),
-        port,
-        wasm: Some((filter_wasm(), plugin_config.to_string())),
-        routes: vec![
-            cohort_route("stable", "v1"),
-            cohort_route("canary", "v2"),
-            // Reached only without the filter: Istio's per-request split.
-            Route::Weighted(vec![("v1".into(), 50), ("v2".into(), 50)]),
-        ],
-        mirror_cluster: Some("v3".into()),
-    }
 }
 
 /// Upstreams v1 (stable), v2 (canary), v3 (shadow) behind a gateway Envoy.
@@ -101,7 +83,7 @@ impl Gateway {
         ];
         bootstrap
             .listeners
-            .push(gateway_listener(port, plugin_config));
+            .push(gateway_listener(port, plugin_config, &ISTIO_SPLIT));
         Gateway {
             v1,
             v2,
@@ -466,7 +448,7 @@ fn refused(plugin_config: &str, needles: &[&str]) {
     ];
     bootstrap
         .listeners
-        .push(gateway_listener(port, plugin_config));
+        .push(gateway_listener(port, plugin_config, &ISTIO_SPLIT));
     let mut envoy = Envoy::spawn("refused", dir.path(), &bootstrap, &["--concurrency", "1"]);
     let status = wait_for(
         "Envoy to refuse the config",
@@ -543,9 +525,11 @@ fn g_mirrored_copies_reach_the_shadow_with_the_same_cohort() {
         ("v2".into(), v2.port),
         ("v3".into(), v3_port),
     ];
-    bootstrap
-        .listeners
-        .push(gateway_listener(port, &gateway_config(50, 50, "")));
+    bootstrap.listeners.push(gateway_listener(
+        port,
+        &gateway_config(50, 50, ""),
+        &ISTIO_SPLIT,
+    ));
     let _gateway = Envoy::start("gateway", dir.path(), &bootstrap);
 
     let mut client = Client::new(port);

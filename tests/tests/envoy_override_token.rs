@@ -10,18 +10,20 @@
 
 use std::time::Duration;
 
+use model_service::dataset::hex;
 use sha2::{Digest, Sha256};
+// The gateway config sets no header names: the filter's defaults apply.
+use sms_checker_filter::config::{
+    DEFAULT_OVERRIDE_HEADER as OVERRIDE_HEADER, DEFAULT_OVERRIDE_TOKEN_HEADER as TOKEN_HEADER,
+};
 use sms_checker_tests::envoy::{
-    AccessLog, Bootstrap, Envoy, ListenerSpec, Route, filter_wasm, metric,
+    AccessLog, Bootstrap, Envoy, ListenerSpec, Route, gateway_listener, metric,
 };
 use sms_checker_tests::http::{Client, Upstream, http_get};
 use sms_checker_tests::{free_port, wait_for};
 
 const TOKEN: &str = "qa-token-7f3c9a1e5b2d";
 const WRONG_TOKEN: &str = "not-the-token-4d2e8b6a";
-const TOKEN_HEADER: &str = "x-experiment-override-token";
-const OVERRIDE_HEADER: &str = "x-experiment-override";
-const COHORT_HEADER: &str = "x-experiment-cohort";
 
 /// Istio's default text access log format (meshConfig.accessLogFile), with
 /// the cohort and the two override headers added as an operator might.
@@ -38,10 +40,7 @@ const ACCESS_LOG_FORMAT: &str = concat!(
 );
 
 fn gateway_config() -> String {
-    let sha: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = hex(&Sha256::digest(TOKEN.as_bytes()));
     // Everyone stable unless an override says otherwise.
     format!(
         r#"{{"role":"gateway","cohorts":[{{"name":"stable","weight":100}},{{"name":"canary","weight":0}}],"override":{{"tokenSha256":"{sha}"}}}}"#
@@ -83,24 +82,13 @@ fn the_override_token_never_leaves_the_gateway() {
         ("v3".into(), v3.port),
         ("direct".into(), direct.port),
     ];
-    let cohort_route = |value: &str, cluster: &str| Route::HeaderExact {
-        header: COHORT_HEADER.into(),
-        value: value.into(),
-        cluster: cluster.into(),
-    };
     // The gateway as Istio builds it from the chart: cohort routes, the
     // split, every request mirrored to the shadow.
-    bootstrap.listeners.push(ListenerSpec {
-        name: "gateway".into(),
-        port: gateway_port,
-        wasm: Some((filter_wasm(), gateway_config())),
-        routes: vec![
-            cohort_route("stable", "v1"),
-            cohort_route("canary", "v2"),
-            Route::Weighted(vec![("v1".into(), 100)]),
-        ],
-        mirror_cluster: Some("v3".into()),
-    });
+    bootstrap.listeners.push(gateway_listener(
+        gateway_port,
+        &gateway_config(),
+        &[("v1", 100)],
+    ));
     // The control: the same log, no filter.
     bootstrap.listeners.push(ListenerSpec {
         name: "plain".into(),

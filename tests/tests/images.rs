@@ -111,10 +111,7 @@ impl Inputs {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    model_service::dataset::hex(&Sha256::digest(bytes))
 }
 
 /// Every file under `dir`, relative path → bytes.

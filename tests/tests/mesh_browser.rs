@@ -11,8 +11,7 @@ use sms_checker_tests::users::UID_COOKIE;
 async fn sms_page_through_the_gateway_keeps_the_cohort_across_a_reload() {
     let mesh = LocalMesh::start(&[]);
     let gateway = mesh.gateway();
-    let port = gateway.base.rsplit(':').next().expect("a port");
-    let url = format!("http://{}:{port}/sms", gateway.host);
+    let url = format!("http://{}:{}/sms", gateway.host, gateway.port);
     let profile = tempfile::tempdir().expect("profile dir");
     let mut browser = launch(profile.path(), &[&gateway.host]).await;
     let page = browser.new_page(url.as_str()).await.expect("open /sms");

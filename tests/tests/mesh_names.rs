@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use model_service::dataset::hex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sms_checker_filter::config::{
@@ -37,10 +38,7 @@ const SPAM: &str = "WINNER!! You have been selected for a 1000 cash prize. Call 
 const HAM: &str = "Are you coming home for dinner tonight?";
 
 fn sets() -> Vec<String> {
-    let token_sha256: String = Sha256::digest(TOKEN)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token_sha256 = hex(&Sha256::digest(TOKEN));
     vec![
         format!("filter.predictionHeader={PREDICTION_HEADER}"),
         format!("experiment.cohortHeader={COHORT_HEADER}"),
@@ -240,8 +238,7 @@ async fn every_renamed_header_and_the_cookie_work_end_to_end() {
 
     // A person on the /sms page sees the cohort (read from the new response
     // header) and holds the cookie under its new name.
-    let port = gateway.base.rsplit(':').next().expect("a port");
-    let page_url = format!("http://{}:{port}/sms", gateway.host);
+    let page_url = format!("http://{}:{}/sms", gateway.host, gateway.port);
     let profile = tempfile::tempdir().expect("profile dir");
     let mut browser = launch(profile.path(), &[&gateway.host]).await;
     let page = browser

@@ -24,11 +24,11 @@ fn a_custom_gateway_in_its_own_namespace_serves_a_wildcard_host_with_cohorts() {
         gateway.pod.as_deref(),
         Some("istio-custom-gateway-0.ingress")
     );
-    let base = mesh.gateway().base;
+    let ingress = mesh.gateway();
     for host in ["a.grader.local", "sms.grader.local"] {
         let at = Gateway {
-            base: base.clone(),
             host: host.into(),
+            ..ingress.clone()
         };
         for reply in parallel(40, 4, |agent, _| predict(agent, &at, None, SMS)) {
             assert_eq!(reply.status, 200, "{host}: {reply:?}");
@@ -41,8 +41,8 @@ fn a_custom_gateway_in_its_own_namespace_serves_a_wildcard_host_with_cohorts() {
         }
     }
     let elsewhere = Gateway {
-        base,
         host: "grader.local".into(),
+        ..ingress
     };
     assert_eq!(
         predict(&mesh.client(), &elsewhere, None, SMS).status,

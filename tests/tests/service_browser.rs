@@ -2,38 +2,19 @@
 //! the release binary: type a message, submit, read the verdict, the version
 //! and the cohort the page shows.
 
-use std::process::Command;
-use std::time::Duration;
-
 use chromiumoxide::cdp::browser_protocol::network::{
     EnableParams, Headers, SetExtraHttpHeadersParams,
 };
 use sms_checker_tests::browser::{
     Verdict, check_sms, launch, text_of, type_and_submit, wait_for_text,
 };
-use sms_checker_tests::process::Process;
-use sms_checker_tests::{free_port, model_service_bin, wait_for, workspace_root};
-
-fn start_service(version: &str, log_dir: &std::path::Path) -> (Process, String) {
-    let port = free_port();
-    let mut command = Command::new(model_service_bin());
-    command
-        .args(["serve", "--model-version", version, "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string()])
-        .arg("--models-dir")
-        .arg(workspace_root().join("model-service/models"));
-    let service = Process::spawn("model-service", command, &log_dir.join("service.log"));
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("model-service /ready", Duration::from_secs(30), || {
-        ureq::get(format!("{base}/ready")).call().ok()
-    });
-    (service, format!("{base}/sms"))
-}
+use sms_checker_tests::process::start_model_service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_page_shows_verdict_version_and_cohort() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_service, url) = start_service("v2", dir.path());
+    let (_service, base) = start_model_service("v2", dir.path());
+    let url = format!("{base}/sms");
     let mut browser = launch(&dir.path().join("profile"), &[]).await;
 
     let page = browser.new_page(url.as_str()).await.expect("open /sms");

@@ -10,11 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
-use sms_checker_tests::process::Process;
-use sms_checker_tests::{free_port, model_service_bin, tool, wait_for, workspace_root};
+use sms_checker_tests::process::start_model_service;
+use sms_checker_tests::{printed, tool};
 
 /// Fixed, so a failure reproduces with the same command.
 const SEED: &str = "20261129";
@@ -41,25 +40,6 @@ const CHECKS: [&str; 15] = [
     "max_response_time",
 ];
 
-fn start_service(version: &str, dir: &std::path::Path) -> (Process, u16) {
-    let port = free_port();
-    let mut command = Command::new(model_service_bin());
-    command
-        .arg("serve")
-        .env("MODEL_VERSION", version)
-        .env("SERVER_HOST", "127.0.0.1")
-        .env("SERVER_PORT", port.to_string())
-        .env("MODELS_DIR", workspace_root().join("model-service/models"))
-        .env("RUST_LOG", "warn");
-    let service = Process::spawn("model-service", command, &dir.join("service.log"));
-    wait_for("model-service /ready", Duration::from_secs(30), || {
-        ureq::get(format!("http://127.0.0.1:{port}/ready"))
-            .call()
-            .ok()
-    });
-    (service, port)
-}
-
 /// The NDJSON event stream of a run, one JSON object per line.
 fn events(path: &std::path::Path) -> Vec<(String, Value)> {
     let text = std::fs::read_to_string(path)
@@ -81,8 +61,7 @@ fn events(path: &std::path::Path) -> Vec<(String, Value)> {
 #[test]
 fn the_api_does_what_its_openapi_document_says() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut service, port) = start_service("v2", dir.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut service, base) = start_model_service("v2", dir.path());
 
     // Loaded from a file, not the URL: schemathesis leaves out the operation
     // that serves the schema it loaded, and /openapi.json is a route too.
@@ -131,11 +110,7 @@ fn the_api_does_what_its_openapi_document_says() {
         .arg(&report)
         .output()
         .expect("run schemathesis");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = printed(&output);
     assert!(
         output.status.success(),
         "schemathesis found problems (seed {SEED}):\n{text}\nservice log:\n{}",
