@@ -9,7 +9,21 @@ pub fn count(value: f64) -> String {
 }
 
 pub fn percent(value: Option<f64>) -> String {
-    value.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0))
+    value.map_or("-".to_string(), pct)
+}
+
+/// A share as a percentage with two decimals.
+pub fn pct(value: f64) -> String {
+    format!("{:.2}%", value * 100.0)
+}
+
+/// An e-value: two decimals, in scientific notation from 10^4.
+pub fn e_text(e: f64) -> String {
+    if e >= 1e4 {
+        format!("{e:.1e}")
+    } else {
+        format!("{e:.2}")
+    }
 }
 
 /// Milliseconds with two decimals, or three significant digits below 1 ms

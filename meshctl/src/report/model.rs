@@ -1,7 +1,7 @@
 //! The report's schema: what the JSON, the tables and the HTML page show.
 //! Plain data; the numbers come from `traffic` and `checks`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -89,11 +89,12 @@ pub struct Settings {
 
 impl Settings {
     /// The versions that play `role`, in name order.
-    pub fn versions(&self, role: Role) -> impl Iterator<Item = &str> {
+    pub fn versions(&self, role: Role) -> BTreeSet<String> {
         self.roles
             .iter()
-            .filter(move |(_, r)| **r == role)
-            .map(|(v, _)| v.as_str())
+            .filter(|(_, r)| **r == role)
+            .map(|(v, _)| v.clone())
+            .collect()
     }
 }
 

@@ -21,6 +21,15 @@ pub trait WeightApplier {
     fn apply(&mut self, canary: u8) -> anyhow::Result<()>;
 }
 
+/// The chart values for `canary` percent (at most 100), stable first.
+fn split_values(canary: u8) -> [String; 2] {
+    let canary = canary.min(100);
+    [
+        format!("istio.trafficSplit.stable={}", 100 - canary),
+        format!("istio.trafficSplit.canary={canary}"),
+    ]
+}
+
 /// A Helm release on a cluster: `helm upgrade --reuse-values` with the two
 /// weights, so every other value the release was installed with stays.
 pub struct Helm {
@@ -33,7 +42,7 @@ pub struct Helm {
 impl Helm {
     /// The arguments of the `helm` call for `canary` percent.
     pub fn args(&self, canary: u8) -> Vec<String> {
-        let stable = 100 - canary.min(100);
+        let [stable, canary] = split_values(canary);
         [
             "upgrade",
             &self.release,
@@ -42,9 +51,9 @@ impl Helm {
             &self.namespace,
             "--reuse-values",
             "--set",
-            &format!("istio.trafficSplit.stable={stable}"),
+            &stable,
             "--set",
-            &format!("istio.trafficSplit.canary={}", canary.min(100)),
+            &canary,
         ]
         .map(String::from)
         .to_vec()
@@ -80,14 +89,10 @@ impl WeightApplier for LocalMesh {
     }
 
     fn apply(&mut self, canary: u8) -> anyhow::Result<()> {
-        let canary = canary.min(100);
-        let values = format!(
-            "istio.trafficSplit.stable={},istio.trafficSplit.canary={canary}",
-            100 - canary
-        );
+        let values = split_values(canary).join(",");
         crate::mesh::values::set_values(&self.run_dir, &[values], self.timeout)
             .map(drop)
-            .with_context(|| format!("set the canary to {canary}% on the local mesh"))
+            .with_context(|| format!("set the canary to {}% on the local mesh", canary.min(100)))
     }
 }
 

@@ -4,8 +4,6 @@
 //! callbacks, so tests and the simulation drive it without a mesh and
 //! without waiting.
 
-use std::collections::BTreeSet;
-
 use anyhow::Context;
 
 use crate::report::dataset::Evidence;
@@ -52,10 +50,6 @@ pub struct Outcome {
     pub comparison: Option<Comparison>,
 }
 
-fn versions(settings: &Settings, role: Role) -> BTreeSet<String> {
-    settings.versions(role).map(str::to_string).collect()
-}
-
 fn apply(io: &mut Io, step: usize, canary: u8) -> anyhow::Result<()> {
     io.weights
         .apply(canary)
@@ -98,10 +92,6 @@ pub fn drive(plan: Plan, settings: Settings, io: &mut Io) -> anyhow::Result<Outc
 }
 
 fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Result<Outcome> {
-    let (canaries, stables) = (
-        versions(&settings, Role::Canary),
-        versions(&settings, Role::Stable),
-    );
     let confirm = plan.confirm;
     let interval = plan.interval;
     let first = plan.steps[0];
@@ -112,6 +102,9 @@ fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Resul
     let mut engine = Engine::new(plan, settings, io.clock.now());
     let mut last = io.clock.now();
     let mut settled = false;
+    // The last check's judgement: the strata have not changed since, so an
+    // interruption reports it rather than judging them all again.
+    let mut comparison: Option<Comparison> = None;
     loop {
         if !io.clock.wait_until(last + interval) {
             let reason = format!(
@@ -119,13 +112,8 @@ fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Resul
                 engine.step_number(),
                 engine.weight()
             );
-            return stop(
-                io,
-                start,
-                End::Interrupted,
-                &reason,
-                Some(engine.comparison()),
-            );
+            let comparison = comparison.unwrap_or_else(|| engine.comparison());
+            return stop(io, start, End::Interrupted, &reason, Some(comparison));
         }
         let now = io.clock.now();
         let window = Window {
@@ -137,11 +125,12 @@ fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Resul
             .evidence
             .read(&window)
             .context("read the interval's evidence")?;
+        let (canaries, stables) = engine.versions();
         let evidence = Evidence::of(
             &data,
             Role::Canary,
-            &canaries,
-            &stables,
+            canaries,
+            stables,
             Some(Source::Gateway),
         );
         let result = engine.check(now, evidence, settled);
@@ -153,7 +142,7 @@ fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Resul
         ));
         last = now;
         settled = true;
-        let comparison = Some(result.comparison);
+        comparison = Some(result.comparison);
         match result.decision {
             Decision::Stay { .. } => {}
             Decision::Promote { to } => {

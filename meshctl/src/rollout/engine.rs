@@ -5,6 +5,8 @@
 //! `report::checks`), while each step still needs its own minimum of time
 //! and traffic at its weight.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use crate::report::checks;
@@ -64,8 +66,8 @@ pub struct CheckResult {
 pub struct Engine {
     plan: Plan,
     settings: Settings,
-    candidate_versions: Vec<String>,
-    baseline_versions: Vec<String>,
+    candidate_versions: BTreeSet<String>,
+    baseline_versions: BTreeSet<String>,
     strata: Vec<Evidence>,
     step: usize,
     step_started: f64,
@@ -75,11 +77,9 @@ pub struct Engine {
 impl Engine {
     /// A rollout whose first step's weight was applied at `start`.
     pub fn new(plan: Plan, settings: Settings, start: f64) -> Engine {
-        let versions_with =
-            |role: Role| -> Vec<String> { settings.versions(role).map(str::to_string).collect() };
         Engine {
-            candidate_versions: versions_with(Role::Canary),
-            baseline_versions: versions_with(Role::Stable),
+            candidate_versions: settings.versions(Role::Canary),
+            baseline_versions: settings.versions(Role::Stable),
             plan,
             settings,
             strata: Vec::new(),
@@ -99,13 +99,19 @@ impl Engine {
         self.step + 1
     }
 
+    /// The canary and the stable versions, for reading an interval's
+    /// evidence.
+    pub fn versions(&self) -> (&BTreeSet<String>, &BTreeSet<String>) {
+        (&self.candidate_versions, &self.baseline_versions)
+    }
+
     /// The canary comparison over every interval so far.
     pub fn comparison(&self) -> Comparison {
         checks::comparison(
             &self.settings,
             Role::Canary,
-            self.candidate_versions.clone(),
-            self.baseline_versions.clone(),
+            self.candidate_versions.iter().cloned().collect(),
+            self.baseline_versions.iter().cloned().collect(),
             true,
             &self.strata,
         )

@@ -32,15 +32,18 @@ impl End {
     /// In the report's style: 0 promoted, 3 held, 4 rolled back, 5 not
     /// enough data; 130 interrupted, as shells report SIGINT.
     pub fn exit_code(self) -> u8 {
-        match self {
-            End::Promoted | End::Completed => 0,
-            End::RolledBack => 4,
+        let verdict = match self {
+            End::Interrupted => return 130,
+            End::Promoted | End::Completed => Verdict::Promote,
+            End::RolledBack => Verdict::RollBack,
+            // An abort holds or lacks data (`Decision::Abort`); any other
+            // verdict counts as held, as it always has.
             End::Aborted {
                 verdict: Verdict::InsufficientData,
-            } => 5,
-            End::Aborted { .. } | End::Declined => 3,
-            End::Interrupted => 130,
-        }
+            } => Verdict::InsufficientData,
+            End::Aborted { .. } | End::Declined => Verdict::Hold,
+        };
+        verdict.exit_code()
     }
 }
 

@@ -6,7 +6,7 @@ use super::super::format::millis;
 use super::super::model::{
     Check, LatencyComparison, Metric, Settings, Source, TailComparison, Verdict,
 };
-use super::super::stats::quantile::Histogram;
+use super::super::stats::quantile::{Bucket, Histogram, coalesce};
 use super::super::stats::sequential::{self, Counts, Pair, Tuning};
 use super::super::stats::{self, finite};
 use super::{describe_one_sided, shortfall, worse};
@@ -21,17 +21,25 @@ fn sum_histograms<'a>(histograms: impl Iterator<Item = &'a Histogram>) -> Histog
 /// stable's p95, and the latest bound. The bound comes from stable's
 /// histogram of the intervals before (the first interval, and a report's
 /// single window, use their own): fixed before the interval's data, it
-/// cannot favour either arm.
-fn tail_strata(intervals: &[Evidence]) -> (Vec<Pair>, Option<f64>) {
+/// cannot favour either arm. Also returns stable's histogram over every
+/// interval, the same as `sum_histograms` of them.
+fn tail_strata(intervals: &[Evidence]) -> (Vec<Pair>, Option<f64>, Histogram) {
     let mut strata = Vec::new();
     let mut bound = None;
-    for (k, e) in intervals.iter().enumerate() {
-        let before = sum_histograms(intervals[..k].iter().map(|e| &e.baseline.latency));
-        let reference = if before.count() > 0.0 {
-            before
+    // Stable's buckets so far, carried on rather than re-summed at every
+    // interval (the engine re-judges all intervals at each check), in
+    // `sum_histograms`' order; the monotonic pass waits for use, as it does
+    // not commute with adding histograms of different bucket layouts.
+    let mut before: Vec<Bucket> = Vec::new();
+    for e in intervals {
+        let summed = Histogram::from_buckets(before.clone());
+        let reference = if summed.count() > 0.0 {
+            summed
         } else {
             e.baseline.latency.clone()
         };
+        before.extend_from_slice(e.baseline.latency.buckets());
+        before = coalesce(before);
         let aligned = stats::align(&e.candidate.latency, &e.baseline.latency);
         let Some(p95) = finite(reference.quantile(0.95)) else {
             continue;
@@ -46,7 +54,7 @@ fn tail_strata(intervals: &[Evidence]) -> (Vec<Pair>, Option<f64>) {
         });
         bound = Some(above);
     }
-    (strata, bound)
+    (strata, bound, Histogram::from_buckets(before))
 }
 
 /// Roll back when the candidate's share of requests above stable's p95
@@ -64,7 +72,7 @@ pub fn latency_check(
 ) -> Check {
     let mut check = Check::undecided(Metric::Latency, source);
     let candidate = sum_histograms(intervals.iter().map(|e| &e.candidate.latency));
-    let baseline = sum_histograms(intervals.iter().map(|e| &e.baseline.latency));
+    let (strata, bound, baseline) = tail_strata(intervals);
     let short = shortfall(
         candidate.count(),
         baseline.count(),
@@ -78,7 +86,6 @@ pub fn latency_check(
     };
     let candidate_p95 = finite(candidate.quantile(0.95));
     let baseline_p95 = finite(baseline.quantile(0.95));
-    let (strata, bound) = tail_strata(intervals);
     let tail = bound.and_then(|above_ms| {
         let rates = sequential::compare(&strata, tuning)?;
         Some(TailComparison { above_ms, rates })
@@ -129,7 +136,6 @@ pub fn latency_check(
 mod tests {
     use super::super::super::analyse;
     use super::super::super::dataset::Arm;
-    use super::super::super::stats::quantile::Bucket;
     use super::super::super::testdata::{dataset, settings, window};
     use super::super::tuning;
     use super::*;

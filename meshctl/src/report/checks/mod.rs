@@ -13,35 +13,20 @@ mod assignment;
 mod latency;
 mod rates;
 
-use std::collections::BTreeSet;
-
 pub use assignment::srm_check;
 pub use latency::latency_check;
 pub use rates::{error_check, spam_check};
 
 use super::dataset::{Dataset, Evidence};
-use super::format::count;
+use super::format::{count, e_text, pct};
 use super::model::{Check, Comparison, Gate, Role, Settings, Verdict};
 use super::stats::cluster;
 use super::stats::sequential::{self, Counts, Pair, RateComparison, Tuning};
-use super::traffic::versions;
-
-pub(crate) fn pct(value: f64) -> String {
-    format!("{:.2}%", value * 100.0)
-}
 
 /// The canary (and shadow) against stable over one window: a comparison per
 /// candidate role that gates or that has versions.
 pub fn comparisons(settings: &Settings, data: &Dataset) -> Vec<Comparison> {
-    let versions = versions(settings, data);
-    let versions_with = |role: Role| -> BTreeSet<String> {
-        versions
-            .iter()
-            .filter(|v| settings.roles.get(*v) == Some(&role))
-            .cloned()
-            .collect()
-    };
-    let stable = versions_with(Role::Stable);
+    let stable = settings.versions(Role::Stable);
     let mut comparisons = Vec::new();
     for (candidate, gating) in [
         (
@@ -53,7 +38,7 @@ pub fn comparisons(settings: &Settings, data: &Dataset) -> Vec<Comparison> {
             matches!(settings.gate, Gate::Shadow | Gate::Both),
         ),
     ] {
-        let candidates = versions_with(candidate);
+        let candidates = settings.versions(candidate);
         if candidates.is_empty() && !gating {
             continue;
         }
@@ -197,14 +182,6 @@ pub(crate) fn shortfall(candidate: f64, baseline: f64, needed: f64, what: &str) 
             count(needed)
         )
     })
-}
-
-pub(crate) fn e_text(e: f64) -> String {
-    if e >= 1e4 {
-        format!("{e:.1e}")
-    } else {
-        format!("{e:.2}")
-    }
 }
 
 /// Both rates, the difference and its two-sided confidence sequence.

@@ -1,9 +1,10 @@
 //! The error rate and the spam ratio: candidate minus stable, by the
 //! confidence sequence; a roll-back on the error rate by the exact e-value.
 
+use super::super::format::pct;
 use super::super::model::{Check, Metric, Settings, Source, Verdict};
 use super::super::stats::sequential::{self, Pair, Tuning};
-use super::{describe, describe_one_sided, pct, shortfall, totals, worse};
+use super::{describe, describe_one_sided, shortfall, totals, worse};
 
 /// Roll back once the evidence that the candidate fails more often reaches
 /// 1/alpha (`stats::harm`, exact at few errors; clear evidence needs no

@@ -28,19 +28,25 @@ pub struct Histogram {
     buckets: Vec<Bucket>,
 }
 
-impl Histogram {
-    pub fn from_buckets(mut buckets: Vec<Bucket>) -> Histogram {
-        buckets.retain(|b| !b.upper_bound.is_nan());
-        buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
-        // Prometheus's coalesceBuckets: same bound (e.g. "1" and "1.0" from
-        // two exporters) sums the counts.
-        let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
-        for bucket in buckets {
-            match merged.last_mut() {
-                Some(last) if last.upper_bound == bucket.upper_bound => last.count += bucket.count,
-                _ => merged.push(bucket),
-            }
+/// `from_buckets` before its monotonic pass: NaN bounds dropped, sorted by
+/// bound, and Prometheus's coalesceBuckets: same bound (e.g. "1" and "1.0"
+/// from two exporters) sums the counts, in the order given (-0 before 0).
+pub fn coalesce(mut buckets: Vec<Bucket>) -> Vec<Bucket> {
+    buckets.retain(|b| !b.upper_bound.is_nan());
+    buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+    let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        match merged.last_mut() {
+            Some(last) if last.upper_bound == bucket.upper_bound => last.count += bucket.count,
+            _ => merged.push(bucket),
         }
+    }
+    merged
+}
+
+impl Histogram {
+    pub fn from_buckets(buckets: Vec<Bucket>) -> Histogram {
+        let mut merged = coalesce(buckets);
         // Prometheus's ensureMonotonic: scrapes of different buckets are not
         // atomic, so a later bucket can be momentarily smaller.
         let mut max = 0.0_f64;
