@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/log"
 
@@ -99,84 +101,85 @@ func parseManifests(texts []string) (*cluster.Manifest, error) {
 	return out, nil
 }
 
-// load reads the Istio install, sets istiod's environment (Istio reads its
-// feature flags once, when the process starts, so the process re-executes
-// itself with them), and builds the cluster from the manifests.
-func (in *inputs) load() (*world, error) {
+// loadPlan reads the Istio install, sets istiod's environment (Istio reads
+// its feature flags once, when the process starts, so the process re-executes
+// itself with them), builds the cluster from the manifests and resolves the
+// pods, with Istio's warnings and the skipped kinds noted in the plan.
+func (in *inputs) loadPlan() (*world, *cluster.Plan, error) {
 	opts := log.DefaultOptions()
-	opts.SetDefaultOutputLevel(log.DefaultScopeName, levelOf(in.logLevel))
-	for _, scope := range log.Scopes() {
-		opts.SetDefaultOutputLevel(scope.Name(), levelOf(in.logLevel))
-	}
+	// "all" sets every scope registered by now, gRPC's included.
+	opts.SetDefaultOutputLevel(log.OverrideScopeName, levelOf(in.logLevel))
 	if err := log.Configure(opts); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if in.istio == "" || len(in.manifests) == 0 || in.caDir == "" {
-		return nil, fmt.Errorf("--istio, --ca-dir and at least one --manifest are required")
+		return nil, nil, fmt.Errorf("--istio, --ca-dir and at least one --manifest are required")
 	}
 	cidr, err := netip.ParsePrefix(in.podCIDR)
 	if err != nil || !cidr.Addr().Is4() {
-		return nil, fmt.Errorf("--pod-cidr %q: an IPv4 prefix such as 10.244.0.0/24", in.podCIDR)
+		return nil, nil, fmt.Errorf("--pod-cidr %q: an IPv4 prefix such as 10.244.0.0/24", in.podCIDR)
 	}
 	istioText, err := os.ReadFile(in.istio)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	istioManifest, err := cluster.ParseManifest(string(istioText))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.istio, err)
+		return nil, nil, fmt.Errorf("%s: %w", in.istio, err)
 	}
 	istio, err := install.Read(istioManifest.Kube)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.istio, err)
+		return nil, nil, fmt.Errorf("%s: %w", in.istio, err)
 	}
 	if err := applyEnv(istio.Env); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	texts := make([]string, 0, len(in.manifests))
 	for _, path := range in.manifests {
 		text, err := os.ReadFile(path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		texts = append(texts, string(text))
 	}
 	w := &world{istio: istio, cidr: cidr, installConfigs: istioManifest.Istio, issued: time.Now()}
 	if w.manifest, err = parseManifests(texts); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	w.manifest.Istio = append(w.manifest.Istio, w.installConfigs...)
 	for _, warning := range w.manifest.Warnings {
 		fmt.Fprintf(os.Stderr, "istiod-local: Istio warns: %s\n", warning)
 	}
 	if w.authority, err = pilot.LoadAuthority(in.caDir); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if w.cluster, err = cluster.Synthesize(w.manifest.Kube, istio, cidr, w.authority.RootPEM()); err != nil {
-		return nil, err
+	var plan *cluster.Plan
+	if w.cluster, plan, err = w.plan(w.manifest.Kube); err != nil {
+		return nil, nil, err
 	}
-	return w, nil
+	plan.Warnings, plan.Skipped = w.manifest.Warnings, w.manifest.Skipped
+	return w, plan, nil
+}
+
+// plan builds the cluster from the manifests' Kubernetes objects and
+// resolves its pods, the same way at start and on every apply (so an apply
+// that keeps the workloads yields the same pods).
+func (w *world) plan(kube []runtime.Object) (*cluster.Cluster, *cluster.Plan, error) {
+	c, err := cluster.Synthesize(kube, w.istio, w.cidr, w.authority.RootPEM())
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := c.PlanFor(w.cidr.String(), w.issued)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, plan, nil
 }
 
 // ignoredEnv are istiod settings for parts of a cluster the local control
 // plane does not have: a kubeconfig for remote clusters, and the ztunnel node
 // accounts its CA would authorize (no ambient mode here).
 var ignoredEnv = map[string]bool{"KUBECONFIG": true, "CA_TRUSTED_NODE_ACCOUNTS": true}
-
-// loadPlan loads the inputs and resolves the pods, with Istio's warnings
-// and the skipped kinds noted in the plan.
-func (in *inputs) loadPlan() (*world, *cluster.Plan, error) {
-	w, err := in.load()
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, err := w.cluster.PlanFor(w.cidr.String(), w.issued)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan.Warnings, plan.Skipped = w.manifest.Warnings, w.manifest.Skipped
-	return w, plan, nil
-}
 
 // envApplied marks a process that already runs with istiod's environment.
 const envApplied = "ISTIOD_LOCAL_ENV_APPLIED"

@@ -79,12 +79,7 @@ func (c *controller) apply(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, errorResponse{err.Error()})
 		return
 	}
-	synthesized, err := cluster.Synthesize(next.Kube, c.world.istio, c.world.cidr, c.world.authority.RootPEM())
-	if err != nil {
-		reply(w, http.StatusUnprocessableEntity, errorResponse{err.Error()})
-		return
-	}
-	plan, err := synthesized.PlanFor(c.world.cidr.String(), c.world.issued)
+	_, plan, err := c.world.plan(next.Kube)
 	if err != nil {
 		reply(w, http.StatusUnprocessableEntity, errorResponse{err.Error()})
 		return

@@ -6,7 +6,6 @@ package cluster
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,13 +67,12 @@ func ParseManifest(text string) (*Manifest, error) {
 		if readErr != nil {
 			return nil, fmt.Errorf("read manifest: %w", readErr)
 		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-			continue
-		}
 		var kind crd.IstioKind
 		if err := yaml.Unmarshal(doc, &kind); err != nil {
 			return nil, fmt.Errorf("parse manifest document: %w", err)
 		}
+		// Also how an empty document, or one of only comments (helm's
+		// `# Source:` header of a template that rendered nothing), ends.
 		if kind.Kind == "" {
 			continue
 		}
@@ -134,17 +132,4 @@ func clusterScoped(gvk *schema.GroupVersionKind) bool {
 	}
 	s, ok := collections.All.FindByGroupVersionAliasesKind(resource.FromKubernetesGVK(gvk))
 	return ok && s.IsClusterScoped()
-}
-
-// stripComments drops full-line YAML comments, so a document holding only
-// comments (helm's `# Source:` headers of an empty template) is seen as empty.
-func stripComments(doc []byte) []byte {
-	var out bytes.Buffer
-	for line := range bytes.Lines(doc) {
-		if bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
-			continue
-		}
-		out.Write(line)
-	}
-	return out.Bytes()
 }

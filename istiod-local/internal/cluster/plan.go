@@ -95,7 +95,6 @@ type Port struct {
 // issued at `issued` (the control plane's start: a new plan for the same pods
 // is the same plan).
 func (c *Cluster) PlanFor(podCIDR string, issued time.Time) (*Plan, error) {
-	c.issued = issued
 	plan := &Plan{PodCIDR: podCIDR, NodeIP: c.NodeIP.String()}
 	for _, pod := range c.Pods {
 		p := PodPlan{
@@ -111,14 +110,14 @@ func (c *Cluster) PlanFor(podCIDR string, issued time.Time) (*Plan, error) {
 			}
 		}
 		for _, container := range pod.Spec.InitContainers {
-			cp, err := c.planContainer(pod, container)
+			cp, err := c.planContainer(pod, container, issued)
 			if err != nil {
 				return nil, err
 			}
 			p.InitContainers = append(p.InitContainers, cp)
 		}
 		for _, container := range pod.Spec.Containers {
-			cp, err := c.planContainer(pod, container)
+			cp, err := c.planContainer(pod, container, issued)
 			if err != nil {
 				return nil, err
 			}
@@ -129,7 +128,7 @@ func (c *Cluster) PlanFor(podCIDR string, issued time.Time) (*Plan, error) {
 	return plan, nil
 }
 
-func (cl *Cluster) planContainer(pod *corev1.Pod, c corev1.Container) (ContainerPlan, error) {
+func (cl *Cluster) planContainer(pod *corev1.Pod, c corev1.Container, issued time.Time) (ContainerPlan, error) {
 	where := fmt.Sprintf("pod %s.%s container %s", pod.Name, pod.Namespace, c.Name)
 	out := ContainerPlan{Name: c.Name, Image: c.Image}
 	vars := map[string]string{}
@@ -173,7 +172,7 @@ func (cl *Cluster) planContainer(pod *corev1.Pod, c corev1.Container) (Container
 			return out, fmt.Errorf("%s: volume mount %s names no volume", where, m.Name)
 		}
 		out.Dirs = append(out.Dirs, Mount{Path: m.MountPath, ReadOnly: m.ReadOnly})
-		files, err := cl.volumeFiles(pod, c, v)
+		files, err := cl.volumeFiles(pod, c, v, issued)
 		if err != nil {
 			return out, fmt.Errorf("%s: volume %s: %w", where, v.Name, err)
 		}
@@ -333,8 +332,9 @@ type volumeFile struct {
 }
 
 // volumeFiles are the files a volume projects: downward API values, the keys
-// of a ConfigMap, and a service account token (what the kubelet writes).
-func (cl *Cluster) volumeFiles(pod *corev1.Pod, c corev1.Container, v corev1.Volume) ([]volumeFile, error) {
+// of a ConfigMap, and a service account token issued at `issued` (what the
+// kubelet writes).
+func (cl *Cluster) volumeFiles(pod *corev1.Pod, c corev1.Container, v corev1.Volume, issued time.Time) ([]volumeFile, error) {
 	var items []corev1.DownwardAPIVolumeFile
 	var configMaps []*corev1.ConfigMapProjection
 	var tokens []*corev1.ServiceAccountTokenProjection
@@ -400,7 +400,7 @@ func (cl *Cluster) volumeFiles(pod *corev1.Pod, c corev1.Container, v corev1.Vol
 		if token.Audience == "" {
 			audiences = nil
 		}
-		out = append(out, volumeFile{Path: token.Path, Content: Token(pod, audiences, cl.issued)})
+		out = append(out, volumeFile{Path: token.Path, Content: Token(pod, audiences, issued)})
 	}
 	return out, nil
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,8 +33,6 @@ type Cluster struct {
 	Pods []*corev1.Pod
 	// The node's address on the pod network (the pods' gateway).
 	NodeIP netip.Addr
-	// When the projected service account tokens were issued.
-	issued time.Time
 }
 
 // serviceCIDR is where ClusterIPs come from, as the API server allocates them.
@@ -54,6 +50,7 @@ func Synthesize(objects []runtime.Object, istio *install.Install, podCIDR netip.
 	nextPodIP := c.NodeIP.Next()
 	nextServiceIP := serviceCIDR.Addr().Next()
 	namespaces := map[string]bool{istio.Namespace: true}
+	given := map[string]bool{} // the manifests' own Namespace objects
 
 	var deployments []*appsv1.Deployment
 	var services []*corev1.Service
@@ -72,8 +69,9 @@ func Synthesize(objects []runtime.Object, istio *install.Install, podCIDR netip.
 			namespaces[svc.Namespace] = true
 			c.Objects = append(c.Objects, svc)
 		case *corev1.Namespace:
-			// Created below, with Istio's labels left as given.
+			// Kept as given, Istio's labels too: not created again below.
 			namespaces[o.Name] = true
+			given[o.Name] = true
 			c.Objects = append(c.Objects, o)
 			continue
 		default:
@@ -111,7 +109,7 @@ func Synthesize(objects []runtime.Object, istio *install.Install, podCIDR netip.
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if !hasNamespace(c.Objects, name) {
+		if !given[name] {
 			c.Objects = append(c.Objects, &corev1.Namespace{
 				TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 				ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -138,15 +136,6 @@ func Synthesize(objects []runtime.Object, istio *install.Install, podCIDR netip.
 	return c, nil
 }
 
-func hasNamespace(objects []runtime.Object, name string) bool {
-	for _, obj := range objects {
-		if ns, ok := obj.(*corev1.Namespace); ok && ns.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
 // injectDeployment runs Istio's injector on the pod template the way the
 // webhook would on each pod: only where the pod asks for it
 // (`sidecar.istio.io/inject: "true"`, the webhook's object selector; no
@@ -155,9 +144,9 @@ func injectDeployment(d *appsv1.Deployment, istio *install.Install) (*appsv1.Dep
 	if d.Spec.Template.Labels["sidecar.istio.io/inject"] != "true" {
 		return d, nil
 	}
-	var warnings []string
-	out, err := inject.IntoObject(nil, istio.Injector.Templates, istio.Values, "", istio.Mesh, d,
-		func(w string) { warnings = append(warnings, strings.TrimSpace(w)) })
+	// The injector's warnings (a pod skipped for host networking or disabled
+	// injection) are not reported; it calls the handler always, so not nil.
+	out, err := inject.IntoObject(nil, istio.Injector.Templates, istio.Values, "", istio.Mesh, d, func(string) {})
 	if err != nil {
 		return nil, err
 	}

@@ -61,7 +61,7 @@ func TestApply(t *testing.T) {
 	current := m.configs
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
-			next, _ := m.manifests(t, renderApp(t, step.sets...))
+			next, _ := m.manifests(t, parse(t, renderApp(t, step.sets...)))
 			change, err := m.Apply(current, next)
 			if err != nil {
 				t.Fatal(err)

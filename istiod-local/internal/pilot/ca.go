@@ -90,20 +90,14 @@ func (a *Authority) RootPEM() string {
 // ServingCert is istiod's own certificate for its xDS and CA port, valid
 // for its Service name and for the node address the proxies dial.
 func (a *Authority) ServingCert(namespace string, addr netip.Addr) (tls.Certificate, error) {
-	host := "istiod." + namespace + ".svc"
-	csr, key, err := util.GenCSR(util.CertOptions{
-		Host: strings.Join([]string{host, addr.String()}, ","), RSAKeySize: 2048,
-	})
+	// As istiod makes its own (initDNSCertsIstiod): a key of the CA's type
+	// (RSA 2048 for the root made here), the names as SANs, the CA's chain
+	// appended. The lifetime check stays on, as SignWithCertChain had it.
+	chain, key, err := a.CA.GenKeyCert([]string{"istiod." + namespace + ".svc", addr.String()}, maxTTL, true)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	chain, err := a.CA.SignWithCertChain(csr, ca.CertOpts{
-		SubjectIDs: []string{host, addr.String()}, TTL: maxTTL, ForCA: false,
-	})
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.X509KeyPair([]byte(strings.Join(chain, "")), key)
+	return tls.X509KeyPair(chain, key)
 }
 
 // Server returns Istio's certificate service for `mesh`, authenticating

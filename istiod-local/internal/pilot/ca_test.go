@@ -9,13 +9,15 @@ import (
 
 	"istio.io/istio/pkg/security"
 	"istio.io/istio/security/pkg/server/ca/authenticate/kubeauth"
+
+	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/testcharts"
 )
 
 // istiod's Kubernetes JWT authenticator, answered by the synthesized API
 // server, accepts the token the kubelet projects into a pod for Istio's CA
 // as that pod's service account, and nothing else.
 func TestTokenAuthentication(t *testing.T) {
-	m := startMesh(t, readTestdata(t, "shop.yaml"))
+	m := startMesh(t, testcharts.Testdata(t, "shop.yaml"))
 	var authenticator security.Authenticator
 	for _, a := range m.Discovery.Authenticators {
 		if _, ok := a.(*kubeauth.KubeJWTAuthenticator); ok {

@@ -10,7 +10,6 @@ import (
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -20,6 +19,7 @@ import (
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pilot/test/xdstest"
 	"istio.io/istio/pkg/bootstrap"
+	"istio.io/istio/pkg/kube/inject"
 	"istio.io/istio/pkg/test"
 
 	localcluster "github.com/sms-checker/sms-checker-mesh/istiod-local/internal/cluster"
@@ -41,9 +41,6 @@ type ProxyDump struct {
 	ExtensionConfigs []json.RawMessage `json:"extensionConfigs"`
 }
 
-// proxyContainer is the name Istio's injector gives the proxy container.
-const proxyContainer = "istio-proxy"
-
 // Dump connects to the server as each pod's proxy would (same node ID and
 // metadata as its agent builds from the pod's environment and downward API
 // files, which it reads from `workDir`) and records what it is served.
@@ -51,7 +48,7 @@ func (s *Server) Dump(t test.Failer, plan *localcluster.Plan, template, workDir 
 	var out []ProxyDump
 	for _, pod := range plan.Pods {
 		for _, c := range pod.Containers {
-			if c.Name != proxyContainer {
+			if c.Name != inject.ProxyContainerName {
 				continue
 			}
 			d, err := s.dumpProxy(t, pod, c, template, filepath.Join(workDir, pod.Namespace, pod.Name))
@@ -173,16 +170,13 @@ func extensionConfigNames(t test.Failer, listeners []*listener.Listener) []strin
 			if fc == nil {
 				continue
 			}
-			for _, f := range fc.Filters {
-				if f.GetTypedConfig() == nil || !strings.HasSuffix(f.GetTypedConfig().TypeUrl, "HttpConnectionManager") {
-					continue
-				}
-				manager := xdstest.UnmarshalAny[hcm.HttpConnectionManager](t, f.GetTypedConfig())
-				for _, h := range manager.HttpFilters {
-					if cd := h.GetConfigDiscovery(); cd != nil && !seen[h.Name] {
-						seen[h.Name] = true
-						names = append(names, h.Name)
-					}
+			// Found by filter name, as Istio names it and its EnvoyFilter
+			// patching looks it up; a chain has at most one (it is terminal).
+			manager := xdstest.ExtractHTTPConnectionManager(t, fc)
+			for _, h := range manager.GetHttpFilters() {
+				if cd := h.GetConfigDiscovery(); cd != nil && !seen[h.Name] {
+					seen[h.Name] = true
+					names = append(names, h.Name)
 				}
 			}
 		}

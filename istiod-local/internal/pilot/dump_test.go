@@ -17,6 +17,8 @@ import (
 
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xdstest"
+
+	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/testcharts"
 )
 
 // resources unmarshals dumped xDS resources of type T.
@@ -44,8 +46,8 @@ func resources[T any, PT interface {
 // it: the ingress gateway as a router, the app's pod as a sidecar with its
 // Service's clusters and endpoints and its inbound Wasm filter over ECDS.
 func TestDump(t *testing.T) {
-	m := startMesh(t, readTestdata(t, "shop.yaml"))
-	dumps, err := m.Dump(t, m.plan, istioFile(t, "tools/packaging/common/envoy_bootstrap.json"), t.TempDir())
+	m := startMesh(t, testcharts.Testdata(t, "shop.yaml"))
+	dumps, err := m.Dump(t, m.plan, testcharts.IstioFile(t, "tools/packaging/common/envoy_bootstrap.json"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

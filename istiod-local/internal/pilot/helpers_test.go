@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ import (
 // Shared by this package's tests: the project's chart, Istio's istiod and
 // gateway charts (from the pinned Istio module) rendered with helm the way
 // meshctl renders them (meshctl/src/mesh/istio.rs, values.rs), and pilot
-// started on them the way `istiod-local serve` starts it (cli.load).
+// started on them the way `istiod-local serve` starts it (cli.loadPlan).
 //
 // Pilot runs with Istio's default feature flags here: istiod-local applies
 // the istiod chart's environment by re-executing itself, which a test
@@ -48,25 +49,15 @@ const (
 
 var issued = time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC)
 
-func moduleDir(t *testing.T) string { return testcharts.ModuleDir(t) }
-
-func helm(t *testing.T, args ...string) string { return testcharts.Helm(t, args...) }
-
-func istioFile(t *testing.T, path string) string { return testcharts.IstioFile(t, path) }
-
 // istioVersion is what the build stamps into istiod-local and the agent
 // (mk/istio.mk): the module's VERSION, which gates Istio's features.
 func istioVersion(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(istioFile(t, "VERSION"))
+	data, err := os.ReadFile(testcharts.IstioFile(t, "VERSION"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(data)) + "-dev"
-}
-
-func readTestdata(t *testing.T, name string) string {
-	return testcharts.Testdata(t, name)
 }
 
 func parse(t *testing.T, text string) *cluster.Manifest {
@@ -78,19 +69,16 @@ func parse(t *testing.T, text string) *cluster.Manifest {
 	return m
 }
 
-// renderIstiod is Istio's install for the local mesh (render_istiod).
-func renderIstiod(t *testing.T) string { return testcharts.Istiod(t) }
-
 // renderApp is the project's chart with `sets` (helm --set), as
 // `meshctl run --set` renders it.
 func renderApp(t *testing.T, sets ...string) string {
 	t.Helper()
-	args := []string{"sms-checker", filepath.Join(moduleDir(t), "..", "manifests", "sms-checker"),
+	args := []string{"sms-checker", filepath.Join(testcharts.ModuleDir(t), "..", "manifests", "sms-checker"),
 		"--set", "filter.url=file://" + wasmPath}
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
-	return helm(t, args...)
+	return testcharts.Helm(t, args...)
 }
 
 // ingress is a gateway the app's Gateway selects: meshctl installs Istio's
@@ -145,7 +133,7 @@ type mesh struct {
 // Gateways select and Istio's install, as `istiod-local serve` does.
 func startMesh(t *testing.T, appText string) *mesh {
 	t.Helper()
-	istioManifest := parse(t, renderIstiod(t))
+	istioManifest := parse(t, testcharts.Istiod(t))
 	istio, err := install.Read(istioManifest.Kube)
 	if err != nil {
 		t.Fatal(err)
@@ -155,12 +143,12 @@ func startMesh(t *testing.T, appText string) *mesh {
 		if i == 0 {
 			m.gateway = g
 		}
-		m.gateways = append(m.gateways, helm(t, "istio-"+g.selector, istioFile(t, "manifests/charts/gateway"),
+		m.gateways = append(m.gateways, testcharts.Helm(t, "istio-"+g.selector, testcharts.IstioFile(t, "manifests/charts/gateway"),
 			"--namespace", g.namespace,
-			"-f", filepath.Join(moduleDir(t), "..", "manifests", "istio", "gateway-values.yaml")))
+			"-f", filepath.Join(testcharts.ModuleDir(t), "..", "manifests", "istio", "gateway-values.yaml")))
 	}
 	var kube []runtime.Object
-	m.configs, kube = m.manifests(t, appText)
+	m.configs, kube = m.manifests(t, m.app)
 	m.cluster, err = cluster.Synthesize(kube, istio, netip.MustParsePrefix(podCIDR), rootPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +162,13 @@ func startMesh(t *testing.T, appText string) *mesh {
 	return m
 }
 
-// manifests parses the app's manifest with the gateways' and Istio's
+// manifests joins the app's parsed manifest with the gateways' and Istio's
 // install, as the control plane does at start and on every apply.
-func (m *mesh) manifests(t *testing.T, appText string) ([]config.Config, []runtime.Object) {
+func (m *mesh) manifests(t *testing.T, app *cluster.Manifest) ([]config.Config, []runtime.Object) {
 	t.Helper()
-	var configs []config.Config
-	var kube []runtime.Object
-	for _, text := range append([]string{appText}, m.gateways...) {
+	configs := slices.Clone(app.Istio)
+	kube := slices.Clone(app.Kube)
+	for _, text := range m.gateways {
 		parsed := parse(t, text)
 		configs = append(configs, parsed.Istio...)
 		kube = append(kube, parsed.Kube...)

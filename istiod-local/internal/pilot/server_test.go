@@ -13,6 +13,8 @@ import (
 	"istio.io/istio/pkg/kube/kclient"
 	"istio.io/istio/pkg/test"
 	"istio.io/istio/pkg/test/util/retry"
+
+	"github.com/sms-checker/sms-checker-mesh/istiod-local/internal/testcharts"
 )
 
 // A proxy's answers as the control API reports them: WaitSynced returns
@@ -20,7 +22,7 @@ import (
 // last refused (an xDS NACK), until it accepts that type again. The proxy
 // is Istio's ADS test client, connected with the pod's node.
 func TestWaitSyncedAndRejections(t *testing.T) {
-	m := startMesh(t, readTestdata(t, "shop.yaml"))
+	m := startMesh(t, testcharts.Testdata(t, "shop.yaml"))
 	node := m.node(t, "web-0.shop")
 	ads := m.ConnectADS().WithID(node.ID).WithMetadata(node.Metadata.NodeMetadata).WithTimeout(10 * time.Second)
 	// What Envoy reports when it refuses a resource; the test client's own.
@@ -67,7 +69,7 @@ func TestWaitSyncedAndRejections(t *testing.T) {
 // manifest gave them (Istio reads namespace labels for injection, ambient
 // mode, discovery selectors).
 func TestNamespaces(t *testing.T) {
-	m := startMesh(t, readTestdata(t, "shop.yaml"))
+	m := startMesh(t, testcharts.Testdata(t, "shop.yaml"))
 	namespaces := kclient.New[*corev1.Namespace](m.KubeClient())
 	m.KubeClient().RunAndWait(test.NewStop(t))
 	retry.UntilOrFail(t, namespaces.HasSynced)
