@@ -5,14 +5,14 @@ RELEASE       ?= sms-checker
 NAMESPACE     ?= default
 # Extra helm flags, e.g. HELM_ARGS='--set istio.trafficSplit.stable=95 --set istio.trafficSplit.canary=5'
 HELM_ARGS     ?=
-# The Istio release whose CRDs the chart is validated against, and the file's
-# SHA-256: one source of truth, the chart tests' constants.
-CHART_PIN_RS  := $(ROOT)/tests/src/schemas.rs
-ISTIO_API_TAG := $(shell sed -n 's/^pub const ISTIO_VERSION: &str = "\([0-9.]*\)";/\1/p' $(CHART_PIN_RS))
-ISTIO_CRDS_SHA256 := $(shell sed -n '/^pub const ISTIO_CRDS_SHA256/,/;/s/.*"\([0-9a-f]\{64\}\)".*/\1/p' $(CHART_PIN_RS))
-$(if $(and $(ISTIO_API_TAG),$(ISTIO_CRDS_SHA256)),,$(error ISTIO_VERSION or ISTIO_CRDS_SHA256 not found in $(CHART_PIN_RS)))
-ISTIO_CRDS    := istio-$(ISTIO_API_TAG)-customresourcedefinitions.gen.yaml
-ISTIO_CRDS_URL    := https://raw.githubusercontent.com/istio/api/$(ISTIO_API_TAG)/kubernetes/customresourcedefinitions.gen.yaml
+# The CRDs the chart is validated against (Istio's, the Gateway API's): the
+# Go modules that ship them, the files and their SHA-256, one line each in
+# the file the chart tests read. crd-check validates objects against them
+# with Kubernetes' own API server code (schema, unknown fields, CEL rules).
+CRD_PINS      := $(ROOT)/tests/crd-pins.txt
+CRD_CHECK_DIR := $(ROOT)/crd-check
+CRD_CHECK     := $(TOOLS)/bin/crd-check
+export CRD_CHECK_BIN ?= $(CRD_CHECK)
 
 # PodMonitor/ServiceMonitor validators generated from the Prometheus
 # Operator's API types (npm), for the kinds whose CRDs are not pinned here.
@@ -21,11 +21,11 @@ CHART_NODE         := $(TOOLS)/chart-node
 MONITOR_MODELS     := $(CHART_NODE)/node_modules/@kubernetes-models/prometheus-operator/package.json
 export CHART_NODE_MODULES ?= $(CHART_NODE)/node_modules
 
-# The chart tests validate Istio objects against these CRDs, and the
-# Prometheus Operator kinds with those models.
-TEST_PREREQS += chart-crds chart-monitor-models
+# The chart tests validate Istio and Gateway API objects against these CRDs,
+# and the Prometheus Operator kinds with those models.
+TEST_PREREQS += chart-crds chart-monitor-models crd-check-test
 
-.PHONY: chart-lint chart-template chart-test chart-scan chart-crds chart-monitor-models deploy undeploy
+.PHONY: chart-lint chart-template chart-test chart-scan chart-crds chart-monitor-models crd-check-test lint-crd-check deploy undeploy
 
 chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --set knobs)
 	$(HELM) lint --strict $(CHART)
@@ -37,7 +37,7 @@ chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --s
 chart-template: $(HELM) ## Render the chart to stdout (HELM_ARGS=... to pass --set flags)
 	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS)
 
-chart-test: tools chart-crds chart-monitor-models ## Chart tests: helm, kubernetes-validate, Istio CRD schemas, semantics, checkov
+chart-test: tools chart-crds chart-monitor-models ## Chart tests: helm, kubernetes-validate, Istio and Gateway API CRDs, semantics, checkov
 	cargo test -p sms-checker-tests --test chart --test chart_workloads --test chart_values --test chart_security --test chart_checkov
 
 # BC_SKIP_MAPPING: checkov would otherwise fetch guideline links from its
@@ -47,19 +47,28 @@ chart-scan: tools-python $(HELM) ## checkov's Kubernetes checks on the rendered 
 	  $(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS) > "$$out/$(RELEASE).yaml" && \
 	  BC_SKIP_MAPPING=TRUE $(CHECKOV_BIN) --framework kubernetes --skip-download --compact --file "$$out/$(RELEASE).yaml"
 
-# ../shared holds the pinned CRDs; a checkout without it fetches the same
-# file from the istio/api tag and checks its SHA-256 before using it.
-chart-crds:
-	@if [ -f "$(SMS_SHARED_DIR)/schemas/$(ISTIO_CRDS)" ]; then \
-	  echo "$(ISTIO_CRDS_SHA256)  $(SMS_SHARED_DIR)/schemas/$(ISTIO_CRDS)" | sha256sum --check --quiet; \
-	elif [ -f "$(TOOLS)/schemas/$(ISTIO_CRDS)" ]; then \
-	  echo "$(ISTIO_CRDS_SHA256)  $(TOOLS)/schemas/$(ISTIO_CRDS)" | sha256sum --check --quiet; \
-	else \
-	  mkdir -p "$(TOOLS)/schemas"; \
-	  curl -fsSL --retry 3 -o "$(TOOLS)/schemas/$(ISTIO_CRDS).part" "$(ISTIO_CRDS_URL)"; \
-	  echo "$(ISTIO_CRDS_SHA256)  $(TOOLS)/schemas/$(ISTIO_CRDS).part" | sha256sum --check --quiet; \
-	  mv "$(TOOLS)/schemas/$(ISTIO_CRDS).part" "$(TOOLS)/schemas/$(ISTIO_CRDS)"; \
-	fi
+# Each pinned module version is fetched into Go's module cache (outside any
+# go.mod, so nothing is added to one) and each file checked against its
+# SHA-256 before a test reads it.
+chart-crds: tools-go $(CRD_CHECK)
+	@grep -v '^#' $(CRD_PINS) | while read -r set module version file sha256; do \
+	  [ -n "$$module" ] || continue; \
+	  dir=$$(cd $(TOOLS) && $(GO) mod download -json "$$module@$$version" | \
+	    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  [ -n "$$dir" ] || { echo "go mod download $$module@$$version failed"; exit 1; }; \
+	  echo "$$sha256  $$dir/$$file" | sha256sum --check --quiet; \
+	done
+
+$(CRD_CHECK): $(wildcard $(CRD_CHECK_DIR)/*.go) $(CRD_CHECK_DIR)/go.mod $(CRD_CHECK_DIR)/go.sum
+	mkdir -p $(dir $@)
+	cd $(CRD_CHECK_DIR) && $(GO) build -trimpath -o $@ .
+
+crd-check-test: tools-go ## Go tests of crd-check (Kubernetes' CRD validation)
+	cd $(CRD_CHECK_DIR) && $(GO) test ./...
+
+lint: lint-crd-check
+lint-crd-check: tools-go
+	cd $(CRD_CHECK_DIR) && $(GO) vet ./... && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 
 chart-monitor-models: $(MONITOR_MODELS)
 $(MONITOR_MODELS):

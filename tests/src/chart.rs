@@ -21,7 +21,7 @@ pub enum ChartError {
     Yaml(String),
     /// An object does not match its schema.
     Invalid { object: String, errors: Vec<String> },
-    /// The Istio CRDs are missing or not the pinned file.
+    /// A pinned CRD file is missing or not the pinned file.
     Crds(String),
 }
 
@@ -36,7 +36,7 @@ impl fmt::Display for ChartError {
             ChartError::Invalid { object, errors } => {
                 write!(f, "{object} is invalid:\n  {}", errors.join("\n  "))
             }
-            ChartError::Crds(msg) => write!(f, "Istio CRDs: {msg}"),
+            ChartError::Crds(msg) => write!(f, "CRDs: {msg}"),
         }
     }
 }
@@ -132,9 +132,11 @@ fn group_of(object: &Value) -> &str {
     }
 }
 
-/// Istio's API groups: validated against the CRDs, not kubernetes-validate.
-pub fn is_istio(object: &Value) -> bool {
-    group_of(object).ends_with(".istio.io")
+/// Istio's and the Gateway API's groups: validated against their CRDs, not
+/// kubernetes-validate.
+pub fn is_crd_kind(object: &Value) -> bool {
+    let group = group_of(object);
+    group.ends_with(".istio.io") || group == "gateway.networking.k8s.io"
 }
 
 /// Prometheus Operator kinds: their CRDs are not pinned here, see

@@ -1,23 +1,16 @@
 //! What the chart tests read from a render: the objects, validated, by kind
 //! and name, and the experiment's routes, subsets and cohorts in them.
 
-use std::sync::OnceLock;
-
 use serde_json::Value;
 
 use crate::chart::{describe, find, of_kind, render};
-use crate::schemas::{self, IstioSchemas};
-
-pub fn istio() -> &'static IstioSchemas {
-    static SCHEMAS: OnceLock<IstioSchemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| IstioSchemas::load().unwrap_or_else(|e| panic!("{e}")))
-}
+use crate::schemas;
 
 /// Renders with `sets`, validates every object, and returns them.
 pub fn render_valid(sets: &[(&str, &str)]) -> Vec<Value> {
     let objects = render(sets).unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
     assert!(!objects.is_empty(), "nothing rendered for {sets:?}");
-    schemas::validate_all(&objects, istio())
+    schemas::validate_all(&objects)
         .unwrap_or_else(|e| panic!("validate render with {sets:?}: {e}"));
     objects
 }

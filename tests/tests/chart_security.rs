@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sms_checker_tests::chart::{describe, of_kind};
-use sms_checker_tests::rendered::{assert_refused, get, istio, render_error, render_valid};
+use sms_checker_tests::rendered::{assert_refused, get, render_error, render_valid};
 use sms_checker_tests::schemas::{self, KUBERNETES_VERSION};
 
 /// Every value that turns the security objects on, with callers in the mesh.
@@ -377,7 +377,7 @@ fn security_values_are_checked() {
     let mut policy = get(&objects, "AuthorizationPolicy", "model-service").clone();
     policy["spec"]["rules"][0]["from"][0]["source"]["serviceAccounts"] =
         json!(["istio-system/istio-ingressgateway"]);
-    let err = istio().validate(&policy).expect_err("CEL rule not applied");
+    let err = schemas::crd_validate_all(&[&policy]).expect_err("CEL rule not applied");
     assert!(
         err.to_string()
             .contains("Cannot set serviceAccounts with namespaces or principals"),
@@ -385,11 +385,14 @@ fn security_values_are_checked() {
     );
     let mut policy = get(&objects, "AuthorizationPolicy", "model-service").clone();
     policy["spec"]["action"] = json!("PERMIT");
-    assert!(istio().validate(&policy).is_err(), "bad action accepted");
+    assert!(
+        schemas::crd_validate_all(&[&policy]).is_err(),
+        "bad action accepted"
+    );
     let mut peer = get(&objects, "PeerAuthentication", "model-service").clone();
     peer["spec"]["selector"] = json!({});
     peer["spec"]["portLevelMtls"] = json!({"8081": {"mode": "DISABLE"}});
-    let err = istio().validate(&peer).expect_err("CEL rule not applied");
+    let err = schemas::crd_validate_all(&[&peer]).expect_err("CEL rule not applied");
     assert!(
         err.to_string().contains("portLevelMtls requires selector"),
         "{err}"

@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use meshctl::workspace;
-use sms_checker_tests::schemas::{ISTIO_CRDS_SHA256, istio_crds_file};
+use sms_checker_tests::schemas::CRD_PINS_FILE;
 use sms_checker_tests::{make_variable, workspace_root};
 
 /// `path` with `.` and `..` folded away, without touching the file system
@@ -54,10 +54,16 @@ fn the_shared_folder_defaults_to_the_same_place() {
     assert_eq!(PathBuf::from(make_variable("SMS_SHARED_DIR")), fallback);
 }
 
-/// `make chart-crds` fetches and checks the file the chart tests load; it
-/// takes the version and checksum from tests/src/schemas.rs.
+/// `make chart-crds` fetches and checks the CRDs the chart tests load,
+/// from the same pins file.
 #[test]
-fn the_pinned_istio_crds_are_the_ones_the_chart_tests_load() {
-    assert_eq!(make_variable("ISTIO_CRDS"), istio_crds_file());
-    assert_eq!(make_variable("ISTIO_CRDS_SHA256"), ISTIO_CRDS_SHA256);
+fn the_pinned_crds_are_the_ones_the_chart_tests_load() {
+    assert_eq!(
+        PathBuf::from(make_variable("CRD_PINS")),
+        workspace_root().join(CRD_PINS_FILE)
+    );
+    assert_eq!(
+        PathBuf::from(make_variable("CRD_CHECK_BIN")),
+        workspace_root().join(".tools/bin/crd-check")
+    );
 }
