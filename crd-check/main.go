@@ -5,12 +5,13 @@
 // invariants and every x-kubernetes-validations CEL rule), all with
 // Kubernetes' own apiextensions-apiserver code.
 //
-//	crd-check --crds FILE [--crds FILE ...] < objects.json
+//	crd-check [--set NAME] --crds FILE [--crds FILE ...] [--set NAME --crds FILE ...] < objects.json
 //
-// stdin holds a JSON array of objects; stdout gets one JSON result per
-// object, in order: {"object": "Kind/name", "errors": [...]}. Exit status 0
-// when every object is valid, 1 when some is not, 2 when the CRDs or the
-// input cannot be read.
+// Each set is one cluster's CRDs. stdin holds a JSON array of objects;
+// stdout gets one JSON result per set and object, in order: {"set": NAME,
+// "object": "Kind/name", "errors": [...]}. Exit status 0 when every object
+// is valid in every set, 1 when one is not, 2 when the CRDs or the input
+// cannot be read.
 package main
 
 import (
@@ -18,41 +19,77 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"strings"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 )
 
-type crdFiles []string
+// crdSet is one cluster's CRDs: a name for messages and its files.
+type crdSet struct {
+	name  string
+	files []string
+}
 
-func (c *crdFiles) String() string     { return strings.Join(*c, ",") }
-func (c *crdFiles) Set(v string) error { *c = append(*c, v); return nil }
+// setFlags collects `--set NAME` and the `--crds FILE` that follow it.
+type setFlags struct{ sets []crdSet }
 
-// Result is what crd-check says of one object.
+func (s *setFlags) String() string { return fmt.Sprint(s.sets) }
+
+type setName struct{ *setFlags }
+
+func (s setName) Set(v string) error { s.sets = append(s.sets, crdSet{name: v}); return nil }
+
+type setFile struct{ *setFlags }
+
+func (s setFile) Set(v string) error {
+	if len(s.sets) == 0 {
+		s.sets = append(s.sets, crdSet{})
+	}
+	last := &s.sets[len(s.sets)-1]
+	last.files = append(last.files, v)
+	return nil
+}
+
+// Result is what crd-check says of one object in one set of CRDs.
 type Result struct {
+	Set    string   `json:"set"`
 	Object string   `json:"object"`
 	Errors []string `json:"errors"`
 }
 
 func main() {
-	var files crdFiles
-	flag.Var(&files, "crds", "a YAML file of CustomResourceDefinitions (repeatable)")
+	flags := &setFlags{}
+	flag.Var(setName{flags}, "set", "start a set of CRDs, named for messages (repeatable)")
+	flag.Var(setFile{flags}, "crds", "a YAML file of CustomResourceDefinitions, added to the current set (repeatable)")
 	flag.Parse()
-	if len(files) == 0 || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: crd-check --crds FILE [--crds FILE ...] < objects.json")
+	if len(flags.sets) == 0 || flag.NArg() > 0 || slices.ContainsFunc(flags.sets, func(s crdSet) bool { return len(s.files) == 0 }) {
+		fmt.Fprintln(os.Stderr, "usage: crd-check [--set NAME] --crds FILE [--crds FILE ...] [--set NAME --crds FILE ...] < objects.json")
 		os.Exit(2)
 	}
-	kinds := Kinds{}
-	for _, f := range files {
-		text, err := os.ReadFile(f)
-		if err == nil {
-			err = kinds.Add(text)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "crd-check: %s: %v\n", f, err)
-			os.Exit(2)
+	// A file is read once, and each CRD version built once, whatever the
+	// sets that share it.
+	byFile := map[string]Kinds{}
+	sets := make([]Kinds, len(flags.sets))
+	for i, set := range flags.sets {
+		sets[i] = Kinds{}
+		for _, f := range set.files {
+			kinds, ok := byFile[f]
+			if !ok {
+				kinds = Kinds{}
+				text, err := os.ReadFile(f)
+				if err == nil {
+					err = kinds.Add(text)
+				}
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "crd-check: %s: %v\n", f, err)
+					os.Exit(2)
+				}
+				byFile[f] = kinds
+			}
+			maps.Copy(sets[i], kinds)
 		}
 	}
 	input, err := io.ReadAll(os.Stdin)
@@ -66,13 +103,15 @@ func main() {
 		os.Exit(2)
 	}
 	status := 0
-	results := make([]Result, 0, len(objects))
-	for _, u := range objects {
-		errs := kinds.Validate(u)
-		if len(errs) > 0 {
-			status = 1
+	results := make([]Result, 0, len(objects)*len(sets))
+	for i, kinds := range sets {
+		for _, u := range objects {
+			errs := kinds.Validate(u)
+			if len(errs) > 0 {
+				status = 1
+			}
+			results = append(results, Result{Set: flags.sets[i].name, Object: u.GetKind() + "/" + u.GetName(), Errors: append([]string{}, errs...)})
 		}
-		results = append(results, Result{Object: u.GetKind() + "/" + u.GetName(), Errors: append([]string{}, errs...)})
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.SetIndent("", "  ")

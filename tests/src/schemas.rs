@@ -173,38 +173,41 @@ fn load_sets() -> Result<Vec<CrdSet>, ChartError> {
     Ok(sets)
 }
 
-/// Validates objects of custom resource kinds against `set` with
-/// `crd-check` (`make chart-crds` builds it): what the API server of a
-/// cluster with those CRDs answers to `kubectl apply --validate=strict`.
-pub fn crd_validate(objects: &[&Value], set: &CrdSet) -> Result<(), ChartError> {
+/// Validates objects of custom resource kinds against each of `sets` with
+/// `crd-check` (`make chart-crds` builds it), in one run: what the API
+/// server of a cluster with those CRDs answers to `kubectl apply
+/// --validate=strict`.
+pub fn crd_validate(objects: &[&Value], sets: &[CrdSet]) -> Result<(), ChartError> {
     let bin = tool("CRD_CHECK_BIN", ".tools/bin/crd-check");
     let mut input = tempfile::NamedTempFile::new().map_err(|e| ChartError::Yaml(e.to_string()))?;
     serde_json::to_writer(&mut input, objects).map_err(|e| ChartError::Yaml(e.to_string()))?;
     input.flush().map_err(|e| ChartError::Yaml(e.to_string()))?;
     let mut command = Command::new(&bin);
-    for file in &set.files {
-        command.arg("--crds").arg(file);
+    for set in sets {
+        command.arg("--set").arg(&set.name);
+        for file in &set.files {
+            command.arg("--crds").arg(file);
+        }
     }
     let stdin = std::fs::File::open(input.path()).map_err(|e| ChartError::Yaml(e.to_string()))?;
     let out = run(command.stdin(stdin))?;
-    // 0: all valid, 1: some invalid; anything else is crd-check failing.
-    let results: Vec<Value> = match out.status.code() {
-        Some(0 | 1) => serde_json::from_slice(&out.stdout).map_err(|e| ChartError::Spawn {
-            tool: bin.clone(),
-            error: format!("unreadable answer ({e}): {}", printed(&out)),
-        })?,
-        _ => {
-            return Err(ChartError::Spawn {
-                tool: bin,
-                error: printed(&out),
-            });
-        }
+    let failed = |error: String| ChartError::Spawn {
+        tool: bin.clone(),
+        error,
     };
-    if results.len() != objects.len() {
-        return Err(ChartError::Spawn {
-            tool: bin,
-            error: format!("{} results for {} objects", results.len(), objects.len()),
-        });
+    // 0: all valid, 1: some invalid; anything else is crd-check failing.
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(failed(printed(&out)));
+    }
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| failed(format!("unreadable answer ({e}): {}", printed(&out))))?;
+    if results.len() != objects.len() * sets.len() {
+        return Err(failed(format!(
+            "{} results for {} objects in {} sets",
+            results.len(),
+            objects.len(),
+            sets.len()
+        )));
     }
     let errors = |result: &Value| -> Vec<String> {
         result["errors"]
@@ -216,25 +219,26 @@ pub fn crd_validate(objects: &[&Value], set: &CrdSet) -> Result<(), ChartError> 
     };
     if let Some(first) = results.iter().find(|r| !errors(r).is_empty()) {
         return Err(ChartError::Invalid {
-            object: format!("{} ({})", first["object"].as_str().unwrap_or("?"), set.name),
+            object: format!(
+                "{} ({})",
+                first["object"].as_str().unwrap_or("?"),
+                first["set"].as_str().unwrap_or("?")
+            ),
             errors: errors(first),
         });
     }
     if out.status.code() != Some(0) {
-        return Err(ChartError::Spawn {
-            tool: bin,
-            error: format!("exit 1 without an invalid object: {}", printed(&out)),
-        });
+        return Err(failed(format!(
+            "exit 1 without an invalid object: {}",
+            printed(&out)
+        )));
     }
     Ok(())
 }
 
 /// Validates objects of custom resource kinds against every pinned set.
 pub fn crd_validate_all(objects: &[&Value]) -> Result<(), ChartError> {
-    for set in crd_sets()? {
-        crd_validate(objects, set)?;
-    }
-    Ok(())
+    crd_validate(objects, crd_sets()?)
 }
 
 /// Validates core Kubernetes objects with `kubernetes-validate --strict`.
