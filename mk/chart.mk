@@ -27,12 +27,15 @@ TEST_PREREQS += chart-crds chart-monitor-models crd-check-test
 
 .PHONY: chart-lint chart-template chart-test chart-scan chart-crds chart-monitor-models crd-check-test lint-crd-check deploy undeploy
 
-chart-lint: $(HELM) ## helm lint --strict the chart (defaults and the seed's --set knobs)
+chart-lint: $(HELM) ## helm lint --strict the chart (defaults, the seed's --set knobs, each routing API and data plane)
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --set istio.trafficSplit.stable=95 --set istio.trafficSplit.canary=5
 	$(HELM) lint --strict $(CHART) --set versions.v2.enabled=false
 	$(HELM) lint --strict $(CHART) --set security.authorizationPolicy.enabled=true \
 	  --set security.peerAuthentication.enabled=true --set security.networkPolicy.enabled=true
+	$(HELM) lint --strict $(CHART) --set istio.routingApi=GatewayAPI --set filter.api=TrafficExtension
+	$(HELM) lint --strict $(CHART) --set istio.routingApi=GatewayAPI --set istio.dataplaneMode=ambient \
+	  --set security.authorizationPolicy.enabled=true --set security.networkPolicy.enabled=true
 
 chart-template: $(HELM) ## Render the chart to stdout (HELM_ARGS=... to pass --set flags)
 	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS)

@@ -126,6 +126,75 @@ depends on them, so `helm template` fails with one clear message.
 {{- if and (or $callers.namespaces $callers.principals) (not .Values.istio.meshRouting) -}}
 {{- fail "security.meshCallers lists in-mesh callers but istio.meshRouting=false: without the mesh routes they would reach every version directly, outside the experiment; turn istio.meshRouting on or empty the lists" -}}
 {{- end -}}
+{{- include "sms-checker.validateApis" . -}}
+{{- end }}
+
+{{/*
+Checks of the routing API and data plane choices.
+*/}}
+{{- define "sms-checker.validateApis" -}}
+{{- $istio := .Values.istio -}}
+{{- if and (include "sms-checker.ambient" .) (not (include "sms-checker.gatewayApi" .)) -}}
+{{- fail "istio.dataplaneMode=ambient needs istio.routingApi=GatewayAPI: the waypoint routes with HTTPRoute (VirtualService is alpha in ambient)" -}}
+{{- end -}}
+{{- if include "sms-checker.gatewayApi" . -}}
+{{- range $version := list "v1" "v2" -}}
+{{- $fault := (index $.Values.versions $version).fault -}}
+{{- range $kind := list "abort" "delay" -}}
+{{- if gt (float64 (index $fault $kind).percentage) 0.0 -}}
+{{- fail (printf "versions.%s.fault.%s.percentage=%v needs istio.routingApi=VirtualService: HTTPRoute has no fault injection" $version $kind (index $fault $kind).percentage) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $gateway := include "sms-checker.gatewayRef" . | fromJson -}}
+{{- if and (include "sms-checker.ambient" .) (eq $gateway.name $istio.waypoint.name) (eq $gateway.namespace .Release.Namespace) -}}
+{{- fail (printf "istio.waypoint.name=%s is the ingress Gateway's name too: give the waypoint its own" $istio.waypoint.name) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* "true" when the routes are HTTPRoutes (istio.routingApi=GatewayAPI), else empty. */}}
+{{- define "sms-checker.gatewayApi" -}}
+{{- if eq .Values.istio.routingApi "GatewayAPI" }}true{{ end -}}
+{{- end }}
+
+{{/* "true" in ambient mode (istio.dataplaneMode=ambient), else empty. */}}
+{{- define "sms-checker.ambient" -}}
+{{- if eq .Values.istio.dataplaneMode "ambient" }}true{{ end -}}
+{{- end }}
+
+{{/* The Service of one version (GatewayAPI routing). Argument: "v1" | "v2" | "v3". */}}
+{{- define "sms-checker.versionServiceName" -}}
+{{ include "sms-checker.app" . }}-{{ . }}
+{{- end }}
+
+{{/*
+The Gateway API Gateway the ingress route attaches to, as JSON {"name",
+"namespace"}: the chart's own in the release namespace, or the one
+istio.gateway.name names (`namespace/name`, or a name in the release's).
+*/}}
+{{- define "sms-checker.gatewayRef" -}}
+{{- $parts := splitList "/" .Values.istio.gateway.name -}}
+{{- if eq (len $parts) 2 -}}
+{{- toJson (dict "namespace" (index $parts 0) "name" (index $parts 1)) -}}
+{{- else -}}
+{{- toJson (dict "namespace" .Release.Namespace "name" .Values.istio.gateway.name) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Where the ingress gateway's pods run and who they are, as JSON {"namespace",
+"serviceAccount", "podLabels"}: Istio's gateway chart pods (`istio:
+<selector>`) for VirtualService routing, the pods Istio deploys for the
+Gateway API Gateway (named `<gateway>-istio`) otherwise.
+*/}}
+{{- define "sms-checker.ingress" -}}
+{{- if include "sms-checker.gatewayApi" . -}}
+{{- $gateway := include "sms-checker.gatewayRef" . | fromJson -}}
+{{- toJson (dict "namespace" $gateway.namespace "serviceAccount" (printf "%s-istio" $gateway.name) "podLabels" (dict "gateway.networking.k8s.io/gateway-name" $gateway.name)) -}}
+{{- else -}}
+{{- toJson (dict "namespace" .Values.istio.gateway.namespace "serviceAccount" .Values.security.gatewayServiceAccount "podLabels" (dict "istio" .Values.istio.gateway.ingressGatewaySelector)) -}}
+{{- end -}}
 {{- end }}
 
 {{/*
@@ -134,6 +203,18 @@ Istio identity of a service account. Call with
 */}}
 {{- define "sms-checker.principal" -}}
 {{ .root.Values.security.trustDomain }}/ns/{{ .namespace }}/sa/{{ .serviceAccount }}
+{{- end }}
+
+{{/* The AuthorizationPolicy source that is Prometheus: its identity, else its namespace. */}}
+{{- define "sms-checker.prometheusSource" -}}
+{{- $prometheus := .Values.security.prometheus -}}
+{{- if $prometheus.serviceAccount -}}
+principals:
+  - {{ include "sms-checker.principal" (dict "root" . "namespace" $prometheus.namespace "serviceAccount" $prometheus.serviceAccount) | quote }}
+{{- else -}}
+namespaces:
+  - {{ $prometheus.namespace | quote }}
+{{- end -}}
 {{- end }}
 
 {{/*
@@ -208,8 +289,8 @@ proxyStatsMatcher:
     - ".*sms_model_.*"
 {{- end }}
 
-{{/* Fields common to every WasmPlugin spec. */}}
-{{- define "sms-checker.wasmPluginSource" -}}
+{{/* Where the Wasm module comes from and how it fails: WasmPlugin's spec, TrafficExtension's spec.wasm. */}}
+{{- define "sms-checker.wasmSource" -}}
 url: {{ .Values.filter.url | quote }}
 {{- with .Values.filter.sha256 }}
 sha256: {{ . | quote }}
@@ -219,9 +300,43 @@ imagePullPolicy: {{ .Values.filter.imagePullPolicy }}
 imagePullSecret: {{ . | quote }}
 {{- end }}
 failStrategy: {{ .Values.filter.failStrategy }}
-phase: {{ .Values.filter.phase }}
-priority: {{ .Values.filter.priority }}
 type: HTTP
+{{- end }}
+
+{{/*
+One instance of the cohort filter, as the API filter.api names: a
+WasmPlugin, or a TrafficExtension. Call with (dict "root" $ "name" NAME
+"namespace" NS "labels" LABELS "attach" SELECTOR-OR-TARGETREFS "server" BOOL
+"config" PLUGIN-CONFIG); `attach` is YAML (`selector:` or `targetRefs:`),
+`server` limits it to inbound traffic (a sidecar's).
+*/}}
+{{- define "sms-checker.filterResource" -}}
+{{- $filter := .root.Values.filter -}}
+apiVersion: extensions.istio.io/v1alpha1
+kind: {{ $filter.api }}
+metadata:
+  name: {{ .name }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- .labels | nindent 4 }}
+spec:
+  {{- .attach | nindent 2 }}
+  {{- if .server }}
+  match:
+    - mode: SERVER
+  {{- end }}
+  phase: {{ $filter.phase }}
+  priority: {{ $filter.priority }}
+  {{- if eq $filter.api "TrafficExtension" }}
+  wasm:
+    {{- include "sms-checker.wasmSource" .root | nindent 4 }}
+    pluginConfig:
+      {{- toYaml .config | nindent 6 }}
+  {{- else }}
+  {{- include "sms-checker.wasmSource" .root | nindent 2 }}
+  pluginConfig:
+    {{- toYaml .config | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -247,7 +362,7 @@ fault:
 {{- end -}}
 {{- end }}
 
-{{/* The mirror to v3 on every live route, or nothing when v3 is off. */}}
+{{/* The mirror to v3 on every live VirtualService route, or nothing when v3 is off. */}}
 {{- define "sms-checker.mirror" -}}
 {{- if .Values.versions.v3.enabled -}}
 mirror:
@@ -258,4 +373,96 @@ mirror:
 mirrorPercentage:
   value: {{ float64 .Values.istio.mirror.percentage }}
 {{- end -}}
+{{- end }}
+
+{{/*
+The mirror to v3 on every live HTTPRoute rule (a RequestMirror filter), or
+nothing when v3 is off. A whole percentage is `percent`; a fraction keeps
+four decimals, as VirtualService's mirrorPercentage does.
+*/}}
+{{- define "sms-checker.requestMirror" -}}
+{{- if .Values.versions.v3.enabled -}}
+{{- $percentage := float64 .Values.istio.mirror.percentage -}}
+- type: RequestMirror
+  requestMirror:
+    backendRef:
+      name: {{ include "sms-checker.versionServiceName" "v3" }}
+      port: {{ .Values.modelService.port }}
+    {{- if eq $percentage (floor $percentage) }}
+    percent: {{ int $percentage }}
+    {{- else }}
+    fraction:
+      numerator: {{ round (mulf $percentage 10000) 0 | int }}
+      denominator: 1000000
+    {{- end }}
+{{- end -}}
+{{- end }}
+
+{{/*
+The HTTPRoute rules of the experiment, the VirtualService's in the Gateway
+API: the cohort header set by the gateway filter picks the version's
+Service; without it, the weights split requests; every live rule mirrors to
+v3. Gateway API matching ranks rules with header matches first, whatever
+their order. The path match is written out, as the API server's default
+for it would store it.
+*/}}
+{{- define "sms-checker.httpRouteRules" -}}
+{{- $v := .Values.versions -}}
+{{- $port := .Values.modelService.port -}}
+{{- $header := .Values.experiment.cohortHeader -}}
+{{- $split := .Values.istio.trafficSplit -}}
+{{- $mirror := include "sms-checker.requestMirror" . -}}
+{{- $canary := and $v.v2.enabled (gt (int $split.canary) 0) -}}
+{{- $stable := or (not $v.v2.enabled) (gt (int $split.stable) 0) -}}
+{{- $cohorts := list (list "stable" "v1") -}}
+{{- if $v.v2.enabled -}}
+{{- $cohorts = prepend $cohorts (list "canary" "v2") -}}
+{{- end -}}
+{{- range $cohort := $cohorts }}
+- name: cohort-{{ index $cohort 0 }}
+  matches:
+    - path:
+        type: PathPrefix
+        value: /
+      headers:
+        - type: Exact
+          name: {{ $header }}
+          value: {{ index $cohort 0 }}
+  backendRefs:
+    - name: {{ include "sms-checker.versionServiceName" (index $cohort 1) }}
+      port: {{ $port }}
+  {{- with $mirror }}
+  filters:
+    {{- . | nindent 4 }}
+  {{- end }}
+{{- end }}
+- name: split
+  matches:
+    - path:
+        type: PathPrefix
+        value: /
+  backendRefs:
+    {{- if $stable }}
+    - name: {{ include "sms-checker.versionServiceName" "v1" }}
+      port: {{ $port }}
+      weight: {{ ternary 100 (int $split.stable) (not $v.v2.enabled) }}
+    {{- end }}
+    {{- if $canary }}
+    - name: {{ include "sms-checker.versionServiceName" "v2" }}
+      port: {{ $port }}
+      weight: {{ $split.canary }}
+    {{- end }}
+  {{- with $mirror }}
+  filters:
+    {{- . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* The proxy config annotation for the proxies the chart's Gateways make Istio deploy. */}}
+{{- define "sms-checker.gatewayInfrastructure" -}}
+{{- if .Values.monitoring.proxyConfigAnnotation }}
+infrastructure:
+  annotations:
+    proxy.istio.io/config: {{ include "sms-checker.proxyConfig" . | quote }}
+{{- end }}
 {{- end }}
