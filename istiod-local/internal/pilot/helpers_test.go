@@ -106,10 +106,18 @@ func ingresses(app *cluster.Manifest) []ingress {
 	return out
 }
 
-// gatewayPlugin is the WasmPlugin that selects the gateway pods.
+// gatewayPlugin is the WasmPlugin or TrafficExtension that selects the
+// gateway pods.
 func gatewayPlugin(configs []config.Config, selector string) *config.Config {
 	for i, c := range configs {
-		if wp, ok := c.Spec.(*extensions.WasmPlugin); ok && wp.GetSelector().GetMatchLabels()["istio"] == selector {
+		var labels map[string]string
+		switch spec := c.Spec.(type) {
+		case *extensions.WasmPlugin:
+			labels = spec.GetSelector().GetMatchLabels()
+		case *extensions.TrafficExtension:
+			labels = spec.GetSelector().GetMatchLabels()
+		}
+		if selector != "" && labels["istio"] == selector {
 			return &configs[i]
 		}
 	}

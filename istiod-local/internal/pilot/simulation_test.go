@@ -356,23 +356,50 @@ func assertCohortFilter(t *testing.T, m *mesh, proxy *model.Proxy, sim *simulati
 	t.Helper()
 	plugin := gatewayPlugin(m.configs, m.gateway.selector)
 	if plugin == nil {
-		t.Fatalf("no WasmPlugin selects istio=%s", m.gateway.selector)
+		t.Fatalf("no WasmPlugin or TrafficExtension selects istio=%s", m.gateway.selector)
 	}
-	prefix := model.TrafficExtensionResourceNamePrefix + plugin.Namespace + "." + plugin.Name
+	f := cohortFilters(t, m, proxy, sim, res)
+	if at, ok := f.roles[plugin.Namespace+"."+plugin.Name]; !ok || at.role != "gateway" || f.router < 0 || at.index > f.router {
+		t.Errorf("HTTP filters %v: want %s.%s (the cohort filter in the gateway role, served over ECDS) before %s",
+			f.names, plugin.Namespace, plugin.Name, wellknown.Router)
+	}
+}
+
+// filterAt is a cohort filter in an HTTP filter chain: its position and
+// the role of the configuration Istio serves it with.
+type filterAt struct {
+	index int
+	role  string
+}
+
+// chainFilters are the HTTP filters of one filter chain: their names, the
+// router's position, and the cohort filters by the `namespace.name` of the
+// WasmPlugin or TrafficExtension they come from.
+type chainFilters struct {
+	names  []string
+	router int
+	roles  map[string]filterAt
+}
+
+// cohortFilters reads the HTTP filters of the chain a request took, and
+// for each filter served over ECDS, the configuration Istio serves for it
+// (BuildExtensionConfiguration, the ECDS generator's own code): the chart's
+// module, and the role in its pluginConfig.
+func cohortFilters(t *testing.T, m *mesh, proxy *model.Proxy, sim *simulation.Simulation, res simulation.Result) chainFilters {
+	t.Helper()
 	l := xdstest.ExtractListener(res.ListenerMatched, sim.Listeners)
 	fc := xdstest.ExtractFilterChain(res.FilterChainMatched, l)
 	manager := xdstest.ExtractHTTPConnectionManager(t, fc)
 	if manager == nil {
 		t.Fatalf("filter chain %q of %s has no HTTP connection manager", res.FilterChainMatched, res.ListenerMatched)
 	}
-	var names []string
-	cohort, router := -1, -1
+	out := chainFilters{router: -1, roles: map[string]filterAt{}}
 	for i, f := range manager.HttpFilters {
-		names = append(names, f.Name)
+		out.names = append(out.names, f.Name)
 		if f.Name == wellknown.Router {
-			router = i
+			out.router = i
 		}
-		if f.GetConfigDiscovery() == nil || !strings.HasPrefix(f.Name, prefix) {
+		if f.GetConfigDiscovery() == nil || !strings.HasPrefix(f.Name, model.TrafficExtensionResourceNamePrefix) {
 			continue
 		}
 		for _, ext := range m.ConfigGen.BuildExtensionConfiguration(proxy, m.PushContext(), []string{f.Name}, nil) {
@@ -388,14 +415,15 @@ func assertCohortFilter(t *testing.T, m *mesh, proxy *model.Proxy, sim *simulati
 			if err := json.Unmarshal([]byte(pluginConfig.Value), &cfg); err != nil {
 				t.Fatal(err)
 			}
-			if filter.GetConfig().GetVmConfig().GetCode().GetLocal().GetFilename() == wasmPath && cfg.Role == "gateway" {
-				cohort = i
+			if filter.GetConfig().GetVmConfig().GetCode().GetLocal().GetFilename() != wasmPath {
+				continue
 			}
+			// A translated WasmPlugin is served as `<name>~istio-translated-wasmplugin`.
+			source, _, _ := strings.Cut(strings.TrimPrefix(f.Name, model.TrafficExtensionResourceNamePrefix), "~")
+			out.roles[source] = filterAt{index: i, role: cfg.Role}
 		}
 	}
-	if cohort < 0 || router < 0 || cohort > router {
-		t.Errorf("HTTP filters %v: want %s... (the cohort filter, served over ECDS) before %s", names, prefix, wellknown.Router)
-	}
+	return out
 }
 
 // In-mesh callers of the model-service get the VirtualService's routes

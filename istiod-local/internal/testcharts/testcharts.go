@@ -69,15 +69,20 @@ func IstioFile(t testing.TB, path string) string {
 }
 
 // Istiod is Istio's install for the local mesh, rendered as meshctl's
-// render_istiod renders it, for a node at 10.244.0.1.
-func Istiod(t testing.TB) string {
+// render_istiod renders it, for a node at 10.244.0.1, with `sets` (helm
+// --set, e.g. profile=ambient) on top.
+func Istiod(t testing.TB, sets ...string) string {
 	t.Helper()
-	return Helm(t, "istiod", IstioFile(t, "manifests/charts/istio-control/istio-discovery"),
+	args := []string{"istiod", IstioFile(t, "manifests/charts/istio-control/istio-discovery"),
 		"--namespace", "istio-system",
 		"-f", filepath.Join(ModuleDir(t), "istiod-values.yaml"),
 		"--set", "meshConfig.defaultConfig.discoveryAddress=10.244.0.1:15012",
 		"--set", "global.caAddress=10.244.0.1:15012",
-		"--set", "meshConfig.defaultConfig.binaryPath=/usr/local/bin/envoy")
+		"--set", "meshConfig.defaultConfig.binaryPath=/usr/local/bin/envoy"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	return Helm(t, args...)
 }
 
 // Testdata reads a file of the calling package's testdata folder.
