@@ -41,7 +41,7 @@ chart-template: $(HELM) ## Render the chart to stdout (HELM_ARGS=... to pass --s
 	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(HELM_ARGS)
 
 chart-test: tools chart-crds chart-monitor-models ## Chart tests: helm, kubernetes-validate, Istio and Gateway API CRDs, semantics, checkov
-	cargo test -p sms-checker-tests --test chart --test chart_workloads --test chart_values --test chart_security --test chart_checkov
+	cargo test -p sms-checker-tests --test chart --test chart_workloads --test chart_values --test chart_security --test chart_gateway_api --test chart_checkov
 
 # BC_SKIP_MAPPING: checkov would otherwise fetch guideline links from its
 # vendor's platform; the checks themselves ship in the package.

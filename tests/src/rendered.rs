@@ -87,8 +87,38 @@ pub fn names_of(objects: &[Value], kind: &str) -> Vec<String> {
     names
 }
 
+/// The kinds that deliver the cohort filter (`filter.api`).
+pub const FILTER_KINDS: [&str; 2] = ["WasmPlugin", "TrafficExtension"];
+
+/// Every WasmPlugin and TrafficExtension rendered.
+pub fn filter_resources(objects: &[Value]) -> Vec<&Value> {
+    objects
+        .iter()
+        .filter(|o| FILTER_KINDS.iter().any(|k| o["kind"] == *k))
+        .collect()
+}
+
+/// The filter's pluginConfig in a WasmPlugin (`spec.pluginConfig`) or a
+/// TrafficExtension (`spec.wasm.pluginConfig`).
+pub fn filter_config(resource: &Value) -> &Value {
+    match resource["kind"].as_str() {
+        Some("TrafficExtension") => &resource["spec"]["wasm"]["pluginConfig"],
+        _ => &resource["spec"]["pluginConfig"],
+    }
+}
+
+/// The pluginConfig of the filter resource called `name`, of either kind.
 pub fn plugin_config<'a>(objects: &'a [Value], name: &str) -> &'a Value {
-    &get(objects, "WasmPlugin", name)["spec"]["pluginConfig"]
+    let resource = filter_resources(objects)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no WasmPlugin or TrafficExtension {name}; have {:?}",
+                objects.iter().map(describe).collect::<Vec<_>>()
+            )
+        });
+    filter_config(resource)
 }
 
 pub fn cohorts(config: &Value) -> Vec<(String, i64)> {
@@ -113,14 +143,17 @@ pub fn dest(subset: &str, weight: Option<i64>) -> (String, Option<i64>) {
     (subset.to_string(), weight)
 }
 
-/// Every WasmPlugin's cohorts, which must agree with each other.
+/// Every filter resource's cohorts, which must agree with each other.
 pub fn all_cohorts(objects: &[Value]) -> Vec<(String, i64)> {
-    let plugins = of_kind(objects, "WasmPlugin");
-    assert!(!plugins.is_empty(), "no WasmPlugin rendered");
-    let first = cohorts(&plugins[0]["spec"]["pluginConfig"]);
+    let plugins = filter_resources(objects);
+    assert!(
+        !plugins.is_empty(),
+        "no WasmPlugin or TrafficExtension rendered"
+    );
+    let first = cohorts(filter_config(plugins[0]));
     for plugin in &plugins {
         assert_eq!(
-            cohorts(&plugin["spec"]["pluginConfig"]),
+            cohorts(filter_config(plugin)),
             first,
             "{} disagrees on cohorts",
             describe(plugin)

@@ -262,6 +262,37 @@ fn security_values_on_pass_and_need_no_network_policy_skip() {
     eprintln!("security on: {}", scan.summary);
 }
 
+/// The other routing API, filter API and data plane: the same checks pass,
+/// with the same reasons for the same skips (the per-version Services of
+/// the Gateway API mode carry the namespace skip as the model-service one
+/// does), and none left once the values are chosen.
+#[test]
+fn every_routing_api_and_data_plane_passes() {
+    let gateway_api = ["istio.routingApi=GatewayAPI", "filter.api=TrafficExtension"];
+    let gateway = scan(None, &gateway_api);
+    assert_clean("Gateway API", &gateway, &ALL_VERSIONS);
+    assert_eq!(
+        ids(&gateway),
+        BTreeMap::from([
+            ("CKV2_K8S_6".to_string(), 3),
+            ("CKV_K8S_21".to_string(), 8),
+            ("CKV_K8S_43".to_string(), 3),
+        ])
+    );
+    eprintln!("Gateway API: {}", gateway.summary);
+    let digest = format!("modelService.image.digest=sha256:{}", "a".repeat(64));
+    let mut ambient = vec![
+        "istio.routingApi=GatewayAPI",
+        "istio.dataplaneMode=ambient",
+        digest.as_str(),
+    ];
+    ambient.extend(SECURITY_ON);
+    let ambient = scan(Some("sms"), &ambient);
+    assert_clean("ambient, security on", &ambient, &ALL_VERSIONS);
+    assert_eq!(ambient.skips(), BTreeSet::new(), "{}", ambient.summary);
+    eprintln!("ambient, security on: {}", ambient.summary);
+}
+
 /// Each skip goes away when its value is set: the chart meets every check
 /// once a namespace, a digest and the NetworkPolicy are chosen.
 #[test]

@@ -4,8 +4,8 @@
 use serde_json::json;
 use sms_checker_tests::chart::{describe, of_kind};
 use sms_checker_tests::rendered::{
-    assert_refused, cohorts, destinations, get, plugin_config, render_error, render_valid, route,
-    virtual_service,
+    assert_refused, cohorts, destinations, filter_config, filter_resources, get, plugin_config,
+    render_error, render_valid, route, virtual_service,
 };
 use sms_checker_tests::schemas::{self, KUBERNETES_VERSION};
 
@@ -328,13 +328,23 @@ fn filter_accepts_every_rendered_plugin_config() {
             ("experiment.salt", "a salt with spaces"),
             ("experiment.clearRouteCache", "true"),
         ],
+        &[
+            ("istio.routingApi", "GatewayAPI"),
+            ("filter.api", "TrafficExtension"),
+            ("experiment.override.tokenSha256", token_sha),
+        ],
+        &[
+            ("istio.routingApi", "GatewayAPI"),
+            ("istio.dataplaneMode", "ambient"),
+            ("versions.v2.enabled", "false"),
+        ],
     ];
     for sets in cases {
         let objects = render_valid(sets);
-        let plugins = of_kind(&objects, "WasmPlugin");
-        assert!(plugins.len() >= 3, "{sets:?}: WasmPlugins rendered");
+        let plugins = filter_resources(&objects);
+        assert!(plugins.len() >= 3, "{sets:?}: filter resources rendered");
         for plugin in plugins {
-            let json = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).expect("json");
+            let json = serde_json::to_vec(filter_config(plugin)).expect("json");
             let config = PluginConfig::from_json(&json)
                 .unwrap_or_else(|e| panic!("{sets:?}: filter refused {}: {e}", describe(plugin)));
             let rendered: Vec<(String, i64)> = config
@@ -342,7 +352,7 @@ fn filter_accepts_every_rendered_plugin_config() {
                 .iter()
                 .map(|c| (c.name.clone(), i64::from(c.weight)))
                 .collect();
-            assert_eq!(rendered, cohorts(&plugin["spec"]["pluginConfig"]));
+            assert_eq!(rendered, cohorts(filter_config(plugin)));
             let name = plugin["metadata"]["name"].as_str().expect("name");
             match (&config.role, name.strip_prefix("sms-checker-cohort-")) {
                 (Role::Gateway(gateway), Some("gateway")) => {
