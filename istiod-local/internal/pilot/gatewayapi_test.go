@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	wasm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	"istio.io/istio/pilot/pkg/model"
@@ -306,15 +308,63 @@ func TestBadTrafficExtensionRefusedWithIstiosMessage(t *testing.T) {
 }
 
 // With filter.api=TrafficExtension on Istio's gateway chart (VirtualService
-// routing), the filter reaches the gateway by its selector, as the
-// WasmPlugin does.
+// routing), the filter reaches the gateway and each sidecar by selector, as
+// the WasmPlugin does, and Envoy gets the same filter: Istio turns a
+// WasmPlugin into a TrafficExtension, so the ECDS configuration of each
+// proxy is the same but for its name (no cost to switching).
 func TestTrafficExtensionOnClassicGateway(t *testing.T) {
-	m := startMesh(t, renderApp(t, "filter.api=TrafficExtension"))
-	proxy := m.proxy(t, m.gateway.pod())
-	sim := simulation.NewSimulation(t, m.FakeDiscoveryServer, proxy)
-	got, res, _ := request(t, sim, cohortRequest("sms-checker.local", "canary", m.gatewayPort(80), simulation.CallModeGateway))
-	if want := (outcome{route: "cohort-canary", to: subset("v2"), mirror: subset("v3")}); got != want {
-		t.Fatalf("got %v\nwant %v", got, want)
+	served := map[string]map[string]*wasm.Wasm{}
+	for _, api := range []string{"WasmPlugin", "TrafficExtension"} {
+		m := startMesh(t, renderApp(t, "filter.api="+api))
+		served[api] = map[string]*wasm.Wasm{}
+		for _, pod := range []string{m.gateway.pod(), "model-deployment-v1-0.default", "model-deployment-v3-0.default"} {
+			proxy := m.proxy(t, pod)
+			sim := simulation.NewSimulation(t, m.FakeDiscoveryServer, proxy)
+			var names []string
+			for _, l := range sim.Listeners {
+				for _, fc := range append(l.FilterChains, l.DefaultFilterChain) {
+					if fc == nil {
+						continue
+					}
+					for _, f := range xdstest.ExtractHTTPConnectionManager(t, fc).GetHttpFilters() {
+						if f.GetConfigDiscovery() != nil && strings.HasPrefix(f.Name, model.TrafficExtensionResourceNamePrefix) && !slices.Contains(names, f.Name) {
+							names = append(names, f.Name)
+						}
+					}
+				}
+			}
+			exts := m.ConfigGen.BuildExtensionConfiguration(proxy, m.PushContext(), names, nil)
+			if len(exts) != 1 {
+				t.Fatalf("%s %s: cohort filters %v", api, pod, names)
+			}
+			var filter wasm.Wasm
+			if err := exts[0].GetTypedConfig().UnmarshalTo(&filter); err != nil {
+				t.Fatal(err)
+			}
+			// The names differ by design (`~istio-translated-wasmplugin`),
+			// and the resource version is the time the store took it.
+			filter.Config.Name, filter.Config.RootId = "", ""
+			if vm := filter.GetConfig().GetVmConfig(); vm != nil {
+				vm.VmId = ""
+				if version := vm.GetEnvironmentVariables().GetKeyValues(); version["ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"] != "" {
+					version["ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"] = ""
+				} else {
+					t.Fatalf("%s %s: no resource version in %v", api, pod, vm)
+				}
+			}
+			served[api][pod] = &filter
+			if pod == m.gateway.pod() {
+				got, res, _ := request(t, sim, cohortRequest("sms-checker.local", "canary", m.gatewayPort(80), simulation.CallModeGateway))
+				if want := (outcome{route: "cohort-canary", to: subset("v2"), mirror: subset("v3")}); got != want {
+					t.Fatalf("%s: got %v\nwant %v", api, got, want)
+				}
+				assertCohortFilter(t, m, proxy, sim, res)
+			}
+		}
 	}
-	assertCohortFilter(t, m, proxy, sim, res)
+	for pod, plugin := range served["WasmPlugin"] {
+		if !proto.Equal(plugin, served["TrafficExtension"][pod]) {
+			t.Errorf("%s: the filter differs\nWasmPlugin:       %v\nTrafficExtension: %v", pod, plugin, served["TrafficExtension"][pod])
+		}
+	}
 }
