@@ -113,7 +113,7 @@ pub fn ingresses(objects: &[Object]) -> anyhow::Result<Ingresses> {
     let gateway_namespace = |selector: &str| {
         objects
             .iter()
-            .filter(|o| o.kind == "WasmPlugin")
+            .filter(|o| o.kind == "WasmPlugin" || o.kind == "TrafficExtension")
             .find(|o| {
                 o.doc
                     .pointer("/spec/selector/matchLabels/istio")
@@ -133,6 +133,15 @@ pub fn ingresses(objects: &[Object]) -> anyhow::Result<Ingresses> {
     };
     let gateways: Vec<&Object> = objects.iter().filter(|o| o.kind == "Gateway").collect();
     for gateway in &gateways {
+        if gateway.doc["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("gateway.networking.k8s.io/"))
+        {
+            bail!(
+                "Gateway/{}: a Gateway API Gateway's pods are deployed by Istio's gateway controller, which needs a Kubernetes API server; the local mesh runs istio.routingApi=VirtualService (Istio's translation of the Gateway API mode: make istio-test)",
+                gateway.name
+            );
+        }
         let selector = gateway
             .doc
             .pointer("/spec/selector")
@@ -375,19 +384,32 @@ mod tests {
 
     #[test]
     fn the_gateway_runs_where_the_chart_puts_its_plugin() {
-        let yaml = format!(
-            "{GATEWAY}---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: p, namespace: ingress}}\nspec: {{selector: {{matchLabels: {{istio: custom-gateway}}}}}}\n"
+        for kind in ["WasmPlugin", "TrafficExtension"] {
+            let yaml = format!(
+                "{GATEWAY}---\napiVersion: extensions.istio.io/v1alpha1\nkind: {kind}\nmetadata: {{name: p, namespace: ingress}}\nspec: {{selector: {{matchLabels: {{istio: custom-gateway}}}}}}\n"
+            );
+            let found = ingresses(&parse_objects(&yaml).unwrap()).unwrap();
+            assert_eq!(
+                found.gateways,
+                [Ingress {
+                    selector: "custom-gateway".into(),
+                    namespace: "ingress".into()
+                }],
+                "{kind}"
+            );
+            assert_eq!(found.gateways[0].release(), "istio-custom-gateway");
+            assert!(found.stand_ins.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_gateway_api_gateway_is_refused_with_the_reason() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {gatewayClassName: istio}\n";
+        let err = ingresses(&parse_objects(yaml).unwrap()).err().unwrap();
+        assert!(
+            err.to_string().contains("Gateway/gw: a Gateway API Gateway's pods are deployed by Istio's gateway controller"),
+            "{err}"
         );
-        let found = ingresses(&parse_objects(&yaml).unwrap()).unwrap();
-        assert_eq!(
-            found.gateways,
-            [Ingress {
-                selector: "custom-gateway".into(),
-                namespace: "ingress".into()
-            }]
-        );
-        assert_eq!(found.gateways[0].release(), "istio-custom-gateway");
-        assert!(found.stand_ins.is_empty());
     }
 
     #[test]
