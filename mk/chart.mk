@@ -54,7 +54,7 @@ chart-scan: tools-python $(HELM) ## checkov's Kubernetes checks on the rendered 
 # go.mod, so nothing is added to one) and each file checked against its
 # SHA-256 before a test reads it.
 chart-crds: tools-go $(CRD_CHECK)
-	@grep -v '^#' $(CRD_PINS) | while read -r set module version file sha256; do \
+	@mkdir -p $(TOOLS) && grep -v '^#' $(CRD_PINS) | while read -r set module version file sha256; do \
 	  [ -n "$$module" ] || continue; \
 	  dir=$$(cd $(TOOLS) && $(GO) mod download -json "$$module@$$version" | \
 	    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
