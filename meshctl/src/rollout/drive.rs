@@ -6,9 +6,8 @@
 
 use anyhow::Context;
 
-use crate::report::dataset::Evidence;
-use crate::report::model::{Source, Window};
-use crate::report::{Comparison, Role, Settings};
+use crate::report::model::Window;
+use crate::report::{Comparison, Settings};
 
 use super::apply::WeightApplier;
 use super::engine::{Decision, Engine};
@@ -125,15 +124,7 @@ fn run(plan: Plan, settings: Settings, io: &mut Io, start: f64) -> anyhow::Resul
             .evidence
             .read(&window)
             .context("read the interval's evidence")?;
-        let (canaries, stables) = engine.versions();
-        let evidence = Evidence::of(
-            &data,
-            Role::Canary,
-            canaries,
-            stables,
-            Some(Source::Gateway),
-        );
-        let result = engine.check(now, evidence, settled);
+        let result = engine.check(now, &data, settled);
         (io.log)(&Event::check(
             now,
             &result.comparison,

@@ -1,18 +1,15 @@
-//! The rollout's decisions, without I/O: each check hands in the evidence
-//! of the interval just ended and gets back what to do. Every interval
-//! since the start is kept as a stratum, so the checks judge the whole
-//! rollout with statistics that stay valid at every look (see
-//! `report::checks`), while each step still needs its own minimum of time
-//! and traffic at its weight.
-
-use std::collections::BTreeSet;
+//! The rollout's decisions, without I/O: each check hands in the metrics
+//! of the interval just ended and gets back what to do. The canary is
+//! judged over the whole rollout by `Analysis` (the path `meshctl gate`
+//! takes too), while each step still needs its own minimum of time and
+//! traffic at its weight.
 
 use serde::Serialize;
 
-use crate::report::checks;
-use crate::report::dataset::Evidence;
-use crate::report::{Comparison, Role, Settings, Verdict};
+use crate::report::dataset::Dataset;
+use crate::report::{Comparison, Settings, Verdict};
 
+use super::analysis::Analysis;
 use super::plan::Plan;
 
 /// What the driver does after a check.
@@ -65,10 +62,7 @@ pub struct CheckResult {
 
 pub struct Engine {
     plan: Plan,
-    settings: Settings,
-    candidate_versions: BTreeSet<String>,
-    baseline_versions: BTreeSet<String>,
-    strata: Vec<Evidence>,
+    analysis: Analysis,
     step: usize,
     step_started: f64,
     step_first_stratum: usize,
@@ -78,11 +72,8 @@ impl Engine {
     /// A rollout whose first step's weight was applied at `start`.
     pub fn new(plan: Plan, settings: Settings, start: f64) -> Engine {
         Engine {
-            candidate_versions: settings.versions(Role::Canary),
-            baseline_versions: settings.versions(Role::Stable),
             plan,
-            settings,
-            strata: Vec::new(),
+            analysis: Analysis::new(settings),
             step: 0,
             step_started: start,
             step_first_stratum: 0,
@@ -99,38 +90,25 @@ impl Engine {
         self.step + 1
     }
 
-    /// The canary and the stable versions, for reading an interval's
-    /// evidence.
-    pub fn versions(&self) -> (&BTreeSet<String>, &BTreeSet<String>) {
-        (&self.candidate_versions, &self.baseline_versions)
-    }
-
     /// The canary comparison over every interval so far.
     pub fn comparison(&self) -> Comparison {
-        checks::comparison(
-            &self.settings,
-            Role::Canary,
-            self.candidate_versions.iter().cloned().collect(),
-            self.baseline_versions.iter().cloned().collect(),
-            true,
-            &self.strata,
-        )
+        self.analysis.comparison()
     }
 
     /// The driver applied the promoted weight at `now`.
     pub fn promoted(&mut self, now: f64) {
         self.step = (self.step + 1).min(self.plan.steps.len() - 1);
         self.step_started = now;
-        self.step_first_stratum = self.strata.len();
+        self.step_first_stratum = self.analysis.intervals();
     }
 
-    /// Judges the rollout after the interval that ended at `now`. The
-    /// interval's sample ratio is left out when the weight changed during
-    /// it (`settled` false): its new users came under two weights.
-    pub fn check(&mut self, now: f64, mut interval: Evidence, settled: bool) -> CheckResult {
-        interval.canary_share = settled.then(|| f64::from(self.weight()) / 100.0);
-        self.strata.push(interval);
-        let comparison = self.comparison();
+    /// Judges the rollout after the interval that ended at `now`, whose
+    /// metrics `data` holds. The interval's sample ratio is left out when
+    /// the weight changed during it (`settled` false): its new users came
+    /// under two weights.
+    pub fn check(&mut self, now: f64, data: &Dataset, settled: bool) -> CheckResult {
+        let share = settled.then(|| f64::from(self.weight()) / 100.0);
+        let comparison = self.analysis.judge(data, share);
         let progress = self.progress(now);
         let decision = self.decide(&comparison, &progress);
         CheckResult {
@@ -141,25 +119,16 @@ impl Engine {
     }
 
     fn progress(&self, now: f64) -> Progress {
-        let count = |strata: &[Evidence], candidate: bool| {
-            strata.iter().fold(ArmCount::default(), |total, e| {
-                let arm = if candidate { &e.candidate } else { &e.baseline };
-                ArmCount {
-                    requests: total.requests + arm.requests,
-                    new_users: total.new_users + arm.new_users.unwrap_or(0.0),
-                }
-            })
-        };
-        let in_step = &self.strata[self.step_first_stratum..];
+        let first = self.step_first_stratum;
         Progress {
             step: self.step + 1,
             steps: self.plan.steps.len(),
             weight: self.weight(),
             seconds_in_step: now - self.step_started,
-            canary_in_step: count(in_step, true),
-            stable_in_step: count(in_step, false),
-            canary_total: count(&self.strata, true),
-            stable_total: count(&self.strata, false),
+            canary_in_step: self.analysis.count(first, true),
+            stable_in_step: self.analysis.count(first, false),
+            canary_total: self.analysis.count(0, true),
+            stable_total: self.analysis.count(0, false),
         }
     }
 
@@ -229,10 +198,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::report::dataset::Arm;
-    use super::super::super::report::model::Source;
-    use super::super::super::report::stats::quantile::{Bucket, Histogram};
-    use super::super::super::report::testdata::settings;
+    use super::super::super::report::dataset::{MetricNames, bucket};
+    use super::super::super::report::testdata::{inc, settings};
     use super::*;
 
     fn plan() -> Plan {
@@ -246,32 +213,48 @@ mod tests {
         }
     }
 
-    /// One interval: canary and stable requests with their errors; every
-    /// request a new user, answered within 5 ms, 13 % of them spam.
-    fn interval(canary: (f64, f64), stable: (f64, f64)) -> Evidence {
-        let arm = |(requests, errors): (f64, f64)| Arm {
-            requests,
-            errors,
-            new_users: Some(requests),
-            spam: (requests * 0.13).round(),
-            predictions: requests,
-            latency: Histogram::from_buckets(vec![
-                Bucket {
-                    upper_bound: 5.0,
-                    count: requests,
-                },
-                Bucket {
-                    upper_bound: f64::INFINITY,
-                    count: requests,
-                },
-            ]),
-        };
-        Evidence {
-            source: Source::Gateway,
-            candidate: arm(canary),
-            baseline: arm(stable),
-            canary_share: None,
+    /// One interval's metrics: canary (v2) and stable (v1) requests with
+    /// their errors; every request a new user, answered within 5 ms, 13 %
+    /// of the answers spam.
+    fn interval(canary: (f64, f64), stable: (f64, f64)) -> Dataset {
+        let mut all = Vec::new();
+        for (cohort, version, (requests, errors)) in
+            [("canary", "v2", canary), ("stable", "v1", stable)]
+        {
+            let g = MetricNames::GATEWAY_REQUESTS;
+            all.push(inc(
+                g,
+                &[("cohort", cohort), ("response_class", "2xx")],
+                requests - errors,
+            ));
+            all.push(inc(
+                g,
+                &[("cohort", cohort), ("response_class", "5xx")],
+                errors,
+            ));
+            let u = MetricNames::GATEWAY_USERS;
+            all.push(inc(u, &[("cohort", cohort), ("user", "new")], requests));
+            for le in ["5", "+Inf"] {
+                let b = bucket(MetricNames::GATEWAY_DURATION);
+                all.push(inc(&b, &[("cohort", cohort), ("le", le)], requests));
+            }
+            let answered = requests - errors;
+            let spam = (answered * 0.13).round();
+            let s = MetricNames::SIDECAR_REQUESTS;
+            for (prediction, n) in [("spam", spam), ("ham", answered - spam)] {
+                all.push(inc(
+                    s,
+                    &[("version", version), ("prediction", prediction)],
+                    n,
+                ));
+            }
         }
+        Dataset::new(
+            MetricNames {
+                prefix: String::new(),
+            },
+            all,
+        )
     }
 
     fn relaxed() -> Settings {
@@ -286,21 +269,21 @@ mod tests {
     #[test]
     fn a_healthy_canary_waits_for_each_step_then_goes_on() {
         let mut engine = Engine::new(plan(), relaxed(), 0.0);
-        let first = engine.check(30.0, interval((1000.0, 0.0), (9000.0, 0.0)), true);
+        let first = engine.check(30.0, &interval((1000.0, 0.0), (9000.0, 0.0)), true);
         assert!(
             matches!(&first.decision, Decision::Stay { reason, .. } if reason.contains("30s of 60s at 10%")),
             "{:?}",
             first.decision
         );
         assert_eq!(first.progress.canary_in_step.requests, 1000.0);
-        let second = engine.check(60.0, interval((1000.0, 0.0), (9000.0, 0.0)), true);
+        let second = engine.check(60.0, &interval((1000.0, 0.0), (9000.0, 0.0)), true);
         assert_eq!(second.decision, Decision::Promote { to: 50 });
         engine.promoted(60.0);
         assert_eq!((engine.weight(), engine.step_number()), (50, 2));
-        let third = engine.check(90.0, interval((5000.0, 0.0), (5000.0, 0.0)), false);
+        let third = engine.check(90.0, &interval((5000.0, 0.0), (5000.0, 0.0)), false);
         assert_eq!(third.progress.canary_in_step.requests, 5000.0);
         assert_eq!(third.progress.canary_total.requests, 7000.0);
-        let fourth = engine.check(120.0, interval((5000.0, 0.0), (5000.0, 0.0)), true);
+        let fourth = engine.check(120.0, &interval((5000.0, 0.0), (5000.0, 0.0)), true);
         assert_eq!(fourth.decision, Decision::Promote { to: 100 });
     }
 
@@ -309,7 +292,7 @@ mod tests {
     #[test]
     fn a_failing_canary_is_rolled_back_with_the_reason() {
         let mut engine = Engine::new(plan(), relaxed(), 0.0);
-        let result = engine.check(30.0, interval((1000.0, 30.0), (9000.0, 0.0)), true);
+        let result = engine.check(30.0, &interval((1000.0, 30.0), (9000.0, 0.0)), true);
         match result.decision {
             Decision::RollBack { reason } => {
                 assert!(reason.starts_with("error rate: 3.00% vs 0.00%"), "{reason}")
@@ -325,7 +308,7 @@ mod tests {
         let mut engine = Engine::new(plan(), relaxed(), 0.0);
         let mut last = None;
         for t in [30.0, 60.0, 90.0, 120.0, 150.0, 180.0] {
-            last = Some(engine.check(t, interval((0.0, 0.0), (9000.0, 0.0)), true));
+            last = Some(engine.check(t, &interval((0.0, 0.0), (9000.0, 0.0)), true));
         }
         match last.unwrap().decision {
             Decision::Abort { verdict, reason } => {
@@ -346,7 +329,7 @@ mod tests {
         let mut p = plan();
         p.steps = vec![25];
         let mut engine = Engine::new(p, relaxed(), 0.0);
-        let result = engine.check(60.0, interval((3000.0, 0.0), (9000.0, 0.0)), true);
+        let result = engine.check(60.0, &interval((3000.0, 0.0), (9000.0, 0.0)), true);
         assert_eq!(result.decision, Decision::Complete);
     }
 }

@@ -9,6 +9,7 @@
 //! On a cluster the weight goes through `helm upgrade --reuse-values`; on
 //! the local mesh through its live change of values (`meshctl set`).
 
+pub mod analysis;
 pub mod apply;
 pub mod drive;
 pub mod engine;
