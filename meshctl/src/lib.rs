@@ -14,6 +14,7 @@
 
 pub mod chart;
 pub mod duration;
+pub mod gate;
 pub mod image;
 pub mod mesh;
 pub mod report;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use meshctl::{image, mesh, report, rollout};
+use meshctl::{gate, image, mesh, report, rollout};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Ramp the canary step by step, judged at every interval; roll back on evidence of harm
     Rollout(rollout::RolloutArgs),
+    /// Serve the verdict to Flagger's webhooks and Argo Rollouts' web metric
+    Gate(gate::GateArgs),
     /// Build the filter and model-service OCI images without Docker, and push them
     Image(image::ImageArgs),
 }
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Set(args) => mesh::set(args),
         Command::Report(args) => report::run(args),
         Command::Rollout(args) => rollout::run(args),
+        Command::Gate(args) => gate::run(args),
         Command::Image(args) => image::run(args),
     };
     match result {

@@ -21,8 +21,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dataset::Dataset;
+pub use flags::parse_percent;
+use flags::parse_time;
 pub use flags::{DecisionArgs, PrometheusArgs};
-use flags::{parse_percent, parse_time};
 pub use model::Gate;
 pub use model::{Comparison, Report, Role, Settings, Verdict, Window};
 

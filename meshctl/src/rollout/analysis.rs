@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use crate::report::checks;
 use crate::report::dataset::{Dataset, Evidence};
 use crate::report::model::Source;
-use crate::report::{Comparison, Role, Settings};
+use crate::report::{Comparison, Role, Settings, Verdict};
 
 use super::engine::ArmCount;
 
@@ -84,4 +84,16 @@ impl Analysis {
                 }
             })
     }
+}
+
+/// "metric: detail; ..." of the checks whose outcome is `outcome`: why a
+/// comparison rolls back, holds or lacks data.
+pub fn reasons(comparison: &Comparison, outcome: Verdict) -> String {
+    comparison
+        .checks
+        .iter()
+        .filter(|c| c.outcome == outcome)
+        .map(|c| format!("{}: {}", c.metric, c.detail))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

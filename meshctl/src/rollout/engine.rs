@@ -4,12 +4,12 @@
 //! takes too), while each step still needs its own minimum of time and
 //! traffic at its weight.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::report::dataset::Dataset;
 use crate::report::{Comparison, Settings, Verdict};
 
-use super::analysis::Analysis;
+use super::analysis::{Analysis, reasons};
 use super::plan::Plan;
 
 /// What the driver does after a check.
@@ -31,7 +31,7 @@ pub enum Decision {
 }
 
 /// Requests and new users of one arm.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ArmCount {
     pub requests: f64,
     pub new_users: f64,
@@ -133,15 +133,7 @@ impl Engine {
     }
 
     fn decide(&self, comparison: &Comparison, progress: &Progress) -> Decision {
-        let reasons = |outcome: Verdict| {
-            comparison
-                .checks
-                .iter()
-                .filter(|c| c.outcome == outcome)
-                .map(|c| format!("{}: {}", c.metric, c.detail))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        let reasons = |outcome: Verdict| reasons(comparison, outcome);
         let verdict = comparison.verdict;
         if verdict == Verdict::RollBack {
             return Decision::RollBack {

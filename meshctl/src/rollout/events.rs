@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::report::model::Metric;
 use crate::report::{Comparison, Verdict};
@@ -48,7 +48,7 @@ impl End {
 }
 
 /// One check's outcome, per metric.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckLine {
     pub metric: Metric,
     pub outcome: Verdict,

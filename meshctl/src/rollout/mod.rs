@@ -17,7 +17,7 @@ pub mod events;
 pub mod evidence;
 pub mod plan;
 #[cfg(test)]
-mod simulation;
+pub(crate) mod simulation;
 
 use std::fs::File;
 use std::io::{BufRead, Write};

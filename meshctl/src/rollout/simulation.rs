@@ -63,21 +63,21 @@ const STABLE_LATENCY: [f64; 7] = [0.30, 0.55, 0.10, 0.035, 0.01, 0.004, 0.001];
 
 /// How the canary behaves, and how users arrive.
 #[derive(Debug, Clone, Copy)]
-struct Scenario {
-    stable_errors: f64,
-    canary_errors: f64,
+pub(crate) struct Scenario {
+    pub stable_errors: f64,
+    pub canary_errors: f64,
     /// Share of canary requests moved to the 100 ms bucket.
-    canary_slow: f64,
+    pub canary_slow: f64,
     /// Canary new users lost to a broken assignment (0.1: 10 % short).
-    canary_users_lost: f64,
-    requests_per_interval: u64,
-    requests_per_user: f64,
+    pub canary_users_lost: f64,
+    pub requests_per_interval: u64,
+    pub requests_per_user: f64,
     /// Clustered errors: this share of users fails at this rate, the rest
     /// less, keeping each arm's mean; each user's requests come together.
-    failing_users: Option<(f64, f64)>,
+    pub failing_users: Option<(f64, f64)>,
 }
 
-const HEALTHY: Scenario = Scenario {
+pub(crate) const HEALTHY: Scenario = Scenario {
     stable_errors: 0.01,
     canary_errors: 0.01,
     canary_slow: 0.0,
@@ -248,6 +248,25 @@ impl World {
             out,
         )
     }
+}
+
+/// `n` intervals of `scenario` at a fixed canary `weight`, for tests that
+/// judge the same data another way (the gate).
+pub(crate) fn fixed_weight_intervals(
+    seed: u64,
+    scenario: Scenario,
+    weight: u8,
+    n: usize,
+) -> Vec<Dataset> {
+    let mut world = World {
+        rng: StdRng::seed_from_u64(seed),
+        scenario,
+        weight,
+        now: 0.0,
+        canary_requests: 0,
+        canary_cap: u64::MAX,
+    };
+    (0..n).map(|_| world.interval()).collect()
 }
 
 impl EvidenceReader for Shared {
