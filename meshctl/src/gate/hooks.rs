@@ -94,7 +94,7 @@ impl FlaggerPayload {
 }
 
 /// The body of every answer: the verdict and its evidence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Answer {
     pub hook: String,
     pub session: String,
@@ -138,15 +138,7 @@ impl Answer {
             seconds: judgement.seconds,
             canary: judgement.canary,
             stable: judgement.stable,
-            checks: comparison
-                .checks
-                .iter()
-                .map(|c| CheckLine {
-                    metric: c.metric,
-                    outcome: c.outcome,
-                    detail: c.detail.clone(),
-                })
-                .collect(),
+            checks: comparison.checks.iter().map(CheckLine::from).collect(),
             exit_code: verdict.exit_code(),
         }
     }

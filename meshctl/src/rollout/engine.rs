@@ -4,7 +4,7 @@
 //! takes too), while each step still needs its own minimum of time and
 //! traffic at its weight.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::report::dataset::Dataset;
 use crate::report::{Comparison, Settings, Verdict};
@@ -31,7 +31,7 @@ pub enum Decision {
 }
 
 /// Requests and new users of one arm.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct ArmCount {
     pub requests: f64,
     pub new_users: f64,

@@ -1,14 +1,21 @@
 //! What happened, twice: one JSON object per line for machines (the event
 //! log), and a line a person can follow on the terminal.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::report::model::Metric;
+use crate::report::model::{Check, Metric};
+use crate::report::stats::sequential::RateComparison;
+use crate::report::stats::srm::SampleRatio;
 use crate::report::{Comparison, Verdict};
 
 use super::engine::{ArmCount, Decision, Progress};
+use super::notify::Outcome;
 
 /// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,12 +54,35 @@ impl End {
     }
 }
 
-/// One check's outcome, per metric.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One check's outcome, per metric, with its numbers.
+#[derive(Debug, Clone, Serialize)]
 pub struct CheckLine {
     pub metric: Metric,
     pub outcome: Verdict,
     pub detail: String,
+    /// The rate comparison behind it (for latency: the share above
+    /// stable's p95).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates: Option<RateComparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<SampleRatio>,
+}
+
+impl From<&Check> for CheckLine {
+    fn from(check: &Check) -> CheckLine {
+        let tail = check
+            .latency
+            .as_ref()
+            .and_then(|l| l.tail.as_ref())
+            .map(|t| t.rates);
+        CheckLine {
+            metric: check.metric,
+            outcome: check.outcome,
+            detail: check.detail.clone(),
+            rates: check.rates.or(tail),
+            sample_ratio: check.sample_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +115,53 @@ pub enum Event {
         exit_code: u8,
         reason: String,
     },
+    /// A notification's fate at one `--notify` receiver, written when it is
+    /// known: the last ones can follow `done`.
+    Notification {
+        time: String,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+}
+
+/// The event log file, shared by the rollout and the notification threads:
+/// one JSON object per line, whole lines only. The first write error is
+/// kept for the end of the rollout; nothing is lost to a failure silently.
+pub struct EventLog {
+    file: Mutex<(File, Option<std::io::Error>)>,
+}
+
+impl EventLog {
+    pub fn create(path: &Path) -> std::io::Result<EventLog> {
+        Ok(EventLog {
+            file: Mutex::new((File::create(path)?, None)),
+        })
+    }
+
+    pub fn write(&self, event: &Event) {
+        let Ok(mut guard) = self.file.lock() else {
+            return;
+        };
+        let (file, error) = &mut *guard;
+        let line = serde_json::to_string(event).map(|mut l| {
+            l.push('\n');
+            l
+        });
+        if let Err(e) = line
+            .map_err(std::io::Error::other)
+            .and_then(|l| file.write_all(l.as_bytes()))
+        {
+            error.get_or_insert(e);
+        }
+    }
+
+    /// The first write that failed, if any.
+    pub fn error(&self) -> Option<String> {
+        self.file
+            .lock()
+            .ok()
+            .and_then(|g| g.1.as_ref().map(ToString::to_string))
+    }
 }
 
 /// RFC 3339 with milliseconds.
@@ -105,15 +182,7 @@ impl Event {
             verdict: comparison.verdict,
             decision: decision.clone(),
             progress: progress.clone(),
-            checks: comparison
-                .checks
-                .iter()
-                .map(|c| CheckLine {
-                    metric: c.metric,
-                    outcome: c.outcome,
-                    detail: c.detail.clone(),
-                })
-                .collect(),
+            checks: comparison.checks.iter().map(CheckLine::from).collect(),
         }
     }
 
@@ -188,6 +257,17 @@ impl Event {
                     End::Interrupted => "interrupted",
                 },
                 if reason.is_empty() { "" } else { ": " },
+            ),
+            Event::Notification { time, outcome } => format!(
+                "{} notification {} ({:?}) to {}: {}",
+                clock(time),
+                outcome.sequence,
+                outcome.kind,
+                outcome.receiver,
+                match &outcome.error {
+                    None => format!("delivered (attempt {})", outcome.attempts),
+                    Some(e) => format!("UNDELIVERABLE after {} attempts: {e}", outcome.attempts),
+                }
             ),
         }
     }

@@ -15,12 +15,14 @@ pub mod drive;
 pub mod engine;
 pub mod events;
 pub mod evidence;
+pub mod metrics;
+pub mod notify;
 pub mod plan;
 #[cfg(test)]
 pub(crate) mod simulation;
 
-use std::fs::File;
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use crate::duration;
 use crate::report::{self, DecisionArgs, Gate, PrometheusArgs, Window};
 
 use drive::{Clock, Io};
-use events::Event;
+use events::{Event, EventLog, timestamp};
 use plan::{Plan, parse_steps};
 
 /// Ramp the canary (v2) step by step on a Helm release or the local mesh,
@@ -90,7 +92,32 @@ pub struct RolloutArgs {
     /// The HTML report written at the end
     #[arg(long, default_value = "rollout-report.html")]
     pub html: PathBuf,
+    /// POST a notification to URL when the rollout starts, applies a step,
+    /// starts holding and ends (repeatable; FORMAT=URL sets one receiver's format)
+    #[arg(long = "notify", value_name = "URL", value_parser = notify::parse_target)]
+    pub notify: Vec<notify::Target>,
+    /// The notifications' body: json, or a Slack or Microsoft Teams webhook message
+    #[arg(long, value_enum, default_value_t = notify::Format::Json)]
+    pub notify_format: notify::Format,
+    /// Attempts per notification and receiver (5xx, 429 and network errors are retried)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub notify_attempts: u32,
+    /// Wait before a notification's second attempt, doubled before each next one
+    #[arg(long, default_value = "1s", value_parser = duration::positive)]
+    pub notify_backoff: Duration,
+    /// Time limit of one notification attempt
+    #[arg(long, default_value = "10s", value_parser = duration::positive)]
+    pub notify_timeout: Duration,
+    /// How long the finished rollout waits for notifications still being delivered
+    #[arg(long, default_value = "30s", value_parser = duration::positive)]
+    pub notify_drain: Duration,
+    /// Serve the rollout's metrics on http://ADDR/metrics while it runs
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
+
+/// Notifications waiting per receiver; more are reported undeliverable.
+const NOTIFY_QUEUE: usize = 64;
 
 /// The parsed `--steps`.
 #[derive(Debug, Clone)]
@@ -194,20 +221,27 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("install signal handler")?;
     }
     let mut clock = SystemClock { stop };
-    let mut log_file = File::create(&args.events)
-        .with_context(|| format!("--events: cannot create {}", args.events.display()))?;
-    let mut write_error = None;
+    let log_file = Arc::new(
+        EventLog::create(&args.events)
+            .with_context(|| format!("--events: cannot create {}", args.events.display()))?,
+    );
+    let metrics = Arc::new(metrics::RolloutMetrics::new()?);
+    let _server = match args.metrics_addr {
+        Some(addr) => {
+            let server = metrics::serve(addr, Arc::clone(&metrics))?;
+            println!("rollout metrics: http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let notifier = start_notifier(&args, Arc::clone(&log_file))?;
+    let mut tracker = notify::Tracker::default();
     let mut log = |event: &Event| {
         println!("{}", event.text());
-        let line = serde_json::to_string(event).map(|mut l| {
-            l.push('\n');
-            l
-        });
-        if let Err(e) = line
-            .map_err(std::io::Error::other)
-            .and_then(|l| log_file.write_all(l.as_bytes()))
-        {
-            write_error.get_or_insert(e);
+        log_file.write(event);
+        metrics.on(event);
+        if let (Some(notifier), Some(notification)) = (&notifier, tracker.on(event)) {
+            notifier.send(&notification);
         }
     };
     let mut confirm = ask;
@@ -221,8 +255,13 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             confirm: &mut confirm,
             log: &mut log,
         },
-    )?;
-    if let Some(e) = write_error {
+    );
+    // The notifications of the end (or of a failure) still go out.
+    if let Some(notifier) = notifier {
+        notifier.finish(args.notify_drain);
+    }
+    let outcome = outcome?;
+    if let Some(e) = log_file.error() {
         eprintln!(
             "meshctl rollout: the event log {} is incomplete: {e}",
             args.events.display()
@@ -230,6 +269,41 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     }
     write_report(&args, &mut reader, settings, &outcome);
     Ok(ExitCode::from(outcome.end.exit_code()))
+}
+
+/// A delivery thread per `--notify` receiver; every outcome goes to the
+/// event log, and an undeliverable one to stderr too.
+fn start_notifier(
+    args: &RolloutArgs,
+    log: Arc<EventLog>,
+) -> anyhow::Result<Option<notify::Notifier>> {
+    if args.notify.is_empty() {
+        return Ok(None);
+    }
+    let targets = args
+        .notify
+        .iter()
+        .map(|t| (t.url.clone(), t.format.unwrap_or(args.notify_format)))
+        .collect();
+    let delivery = notify::Delivery {
+        attempts: args.notify_attempts,
+        backoff: args.notify_backoff,
+        timeout: args.notify_timeout,
+        queue: NOTIFY_QUEUE,
+    };
+    let report = Arc::new(move |outcome: notify::Outcome| {
+        let event = Event::Notification {
+            time: timestamp(report::now()),
+            outcome,
+        };
+        if let Event::Notification { outcome, .. } = &event
+            && !outcome.delivered
+        {
+            eprintln!("meshctl rollout: {}", event.text());
+        }
+        log.write(&event);
+    });
+    Ok(Some(notify::Notifier::start(targets, delivery, report)?))
 }
 
 /// The report's HTML page over the whole rollout, its canary comparison the
