@@ -12,6 +12,7 @@
 //! `Ok(ExitCode)` is for outcomes that are not errors of the tool itself
 //! (e.g. a check that ran and found a failure).
 
+pub mod alerts;
 pub mod chart;
 pub mod duration;
 pub mod gate;

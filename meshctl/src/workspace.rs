@@ -25,5 +25,8 @@ pub const ISTIOD_VALUES: &str = "istiod-local/istiod-values.yaml";
 pub const GATEWAY_VALUES: &str = "manifests/istio/gateway-values.yaml";
 /// The local mesh's run folder (`make run`, `make set`, `make rollout`).
 pub const RUN_DIR: &str = ".run";
+/// Where `make rollout` serves the rollout's metrics, and the local mesh's
+/// Prometheus scrapes them.
+pub const ROLLOUT_METRICS_ADDR: &str = "127.0.0.1:9469";
 /// The OCI layouts `meshctl image build` writes (`make images`).
 pub const IMAGES_DIR: &str = "target/images";

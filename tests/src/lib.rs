@@ -1,6 +1,7 @@
 //! Shared support for the end-to-end tests: where the tools and data are,
 //! free loopback ports, and processes that are always stopped.
 
+pub mod alerts;
 pub mod browser;
 pub mod chart;
 pub mod envoy;

@@ -2,12 +2,16 @@
 //! scrapes an in-test exporter whose counters grow like a gateway's and
 //! sidecars' under traffic, and `--helm` is a script that records each
 //! `helm upgrade` it is given. Checks the weights applied, the exit codes,
-//! the event log, the HTML page, and the safe weight after Ctrl-C.
+//! the event log, the HTML page, the safe weight after Ctrl-C, the
+//! rollout's own metrics as Prometheus scrapes them, and notifications to
+//! receivers that fail.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -78,9 +82,13 @@ struct World {
 }
 
 impl World {
-    fn start(dir: &Path, traffic: Traffic) -> World {
+    /// Prometheus scrapes the exporter and any `also` ports (a rollout's
+    /// own metrics).
+    fn start(dir: &Path, traffic: Traffic, also: &[u16]) -> World {
         let exporter = Exporter::start(&exposition(traffic, 0));
-        let prometheus = Prometheus::start(dir, &[exporter.port]);
+        let mut targets = vec![exporter.port];
+        targets.extend(also);
+        let prometheus = Prometheus::start(dir, &targets);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let stop = stop.clone();
@@ -160,8 +168,12 @@ struct Scene {
 
 impl Scene {
     fn new(traffic: Traffic) -> Scene {
+        Scene::scraping(traffic, &[])
+    }
+
+    fn scraping(traffic: Traffic, also: &[u16]) -> Scene {
         let dir = tempfile::tempdir().expect("temp dir");
-        let world = World::start(dir.path(), traffic);
+        let world = World::start(dir.path(), traffic, also);
         let (helm, calls) = fake_helm(dir.path());
         Scene {
             dir,
@@ -277,20 +289,38 @@ fn wait_for_calls(calls: &Path, n: usize, child: &mut Child) {
     }
 }
 
-// Ctrl-C during a step leaves the canary at 0 % and exits 130.
+// Ctrl-C during a step leaves the canary at 0 % and exits 130. Meanwhile
+// Prometheus scrapes the rollout's own metrics: step 1 at 5 %, and checks
+// counted.
 #[test]
 fn ctrl_c_leaves_the_canary_at_zero() {
-    let scene = Scene::new(Traffic {
-        canary: 100,
-        stable: 1900,
-        canary_error_percent: 0,
-    });
+    let metrics_port = sms_checker_tests::free_port();
+    let scene = Scene::scraping(
+        Traffic {
+            canary: 100,
+            stable: 1900,
+            canary_error_percent: 0,
+        },
+        &[metrics_port],
+    );
+    let addr = format!("127.0.0.1:{metrics_port}");
     let mut child = scene
-        .rollout(&["--steps", "5,100", "--step-time", "1h"])
+        .rollout(&[
+            "--steps",
+            "5,100",
+            "--step-time",
+            "1h",
+            "--metrics-addr",
+            &addr,
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("start meshctl rollout");
     wait_for_calls(&scene.calls, 1, &mut child);
+    let prometheus = &scene.world.prometheus;
+    prometheus.wait_for_value("meshctl_rollout_canary_weight_percent", 5.0);
+    prometheus.wait_for_value("meshctl_rollout_step", 1.0);
+    prometheus.wait_for_value("count(sum(meshctl_rollout_checks_total) > 0)", 1.0);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -335,4 +365,224 @@ fn what_the_rollout_refuses() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// A notification receiver on 127.0.0.1 that fails every other request:
+/// the 1st, 3rd, 5th ... alternately get a 503 and a connection closed
+/// without an answer, the others a 200. It keeps the bodies it accepted.
+struct FlakyReceiver {
+    port: u16,
+    accepted: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FlakyReceiver {
+    fn start() -> FlakyReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("receiver address").port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, requests, stop) = (accepted.clone(), requests.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = stream.set_nonblocking(false);
+                    let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                    answer_flaky(stream, n, &accepted);
+                }
+            })
+        };
+        FlakyReceiver {
+            port,
+            accepted,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+}
+
+impl Drop for FlakyReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer_flaky(stream: TcpStream, n: usize, accepted: &Mutex<Vec<Value>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut stream = reader.into_inner();
+    let status = match n % 4 {
+        1 => "503 Service Unavailable",
+        3 => return, // dropped: closed without an answer
+        _ => "200 OK",
+    };
+    if status.starts_with("200") {
+        let value = serde_json::from_slice(&body).expect("a JSON notification");
+        accepted.lock().expect("receiver records").push(value);
+    }
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+}
+
+// The notifications a rollout's events call for, worked out from the event
+// log alone: the start, each step applied, each hold as it begins, the end.
+fn expected_notifications(log: &[Value]) -> Vec<String> {
+    let mut kinds = Vec::new();
+    let mut holding = false;
+    for event in log {
+        match event["event"].as_str() {
+            Some("start") => kinds.push("started".to_string()),
+            Some("weight") if event["step"].as_u64() > Some(0) => {
+                holding = false;
+                kinds.push("step".into());
+            }
+            Some("check") => {
+                let hold =
+                    event["decision"]["action"] == "stay" && event["decision"]["verdict"] == "hold";
+                if hold && !holding {
+                    kinds.push("hold".into());
+                }
+                holding = hold;
+            }
+            Some("done") => kinds.push(event["end"].as_str().unwrap_or_default().to_string()),
+            _ => {}
+        }
+    }
+    kinds
+}
+
+// A failing canary with two receivers: one that fails every other request
+// (a 503 or a dropped connection) and one where nothing listens. The
+// rollout decides exactly as without them (5 %, then 0 %, exit 4); every
+// notification reaches the flaky receiver after a retry, and each one to the
+// dead receiver is logged undeliverable after its three attempts.
+#[test]
+fn flaky_notification_receivers_change_no_decision() {
+    let scene = Scene::new(Traffic {
+        canary: 100,
+        stable: 1900,
+        canary_error_percent: 20,
+    });
+    let flaky = FlakyReceiver::start();
+    let dead = format!("http://127.0.0.1:{}/hook", sms_checker_tests::free_port());
+    let output = scene
+        .rollout(&[
+            "--steps",
+            "5,100",
+            "--step-time",
+            "3s",
+            "--notify",
+            &flaky.url(),
+            "--notify",
+            &dead,
+            "--notify-attempts",
+            "3",
+            "--notify-backoff",
+            "100ms",
+            "--notify-timeout",
+            "2s",
+        ])
+        .output()
+        .expect("run meshctl rollout");
+    assert_eq!(output.status.code(), Some(4), "{}", printed(&output));
+    assert_eq!(scene.weights(), vec![5, 0]);
+    let log = scene.events();
+    let expected = expected_notifications(&log);
+    assert_eq!(expected.first().map(String::as_str), Some("started"));
+    assert_eq!(expected.last().map(String::as_str), Some("rolled_back"));
+    let outcomes: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["event"] == "notification")
+        .collect();
+    // Every notification to every receiver has exactly one outcome.
+    assert_eq!(outcomes.len(), 2 * expected.len(), "{outcomes:?}");
+    for (i, kind) in expected.iter().enumerate() {
+        let sequence = i as u64 + 1;
+        let at = |url: &str| {
+            outcomes
+                .iter()
+                .find(|o| o["sequence"] == sequence && o["receiver"] == url)
+                .unwrap_or_else(|| panic!("no outcome of notification {sequence} for {url}"))
+        };
+        let good = at(&flaky.url());
+        assert_eq!(
+            (good["delivered"].as_bool(), good["attempts"].as_u64()),
+            (Some(true), Some(2)),
+            "{good}"
+        );
+        assert_eq!(good["kind"], kind.as_str());
+        let bad = at(&dead);
+        assert_eq!(
+            (bad["delivered"].as_bool(), bad["attempts"].as_u64()),
+            (Some(false), Some(3)),
+            "{bad}"
+        );
+    }
+    // What the receiver accepted: each notification once, in order, with
+    // the reason and the evidence.
+    let accepted = flaky.accepted.lock().expect("receiver records").clone();
+    let sequences: Vec<u64> = accepted
+        .iter()
+        .filter_map(|n| n["sequence"].as_u64())
+        .collect();
+    assert_eq!(sequences, (1..=expected.len() as u64).collect::<Vec<_>>());
+    assert_eq!(flaky.requests.load(Ordering::SeqCst), 2 * expected.len());
+    let last = accepted.last().expect("notifications");
+    assert_eq!(
+        (last["kind"].as_str(), last["canary"].as_u64()),
+        (Some("rolled_back"), Some(0))
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("error rate:"),
+        "{last}"
+    );
+    assert_eq!(last["evidence"][0]["metric"], "error_rate", "{last}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("UNDELIVERABLE after 3 attempts"),
+        "{stderr}"
+    );
 }

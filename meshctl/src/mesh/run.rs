@@ -177,6 +177,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &state.components,
     );
     open_gateway(args, &rendered, &mut running, &mut state)?;
+    crate::alerts::write_rule_file(run_dir, &rendered.objects)?;
     let prometheus_note = start_prometheus(&inputs, &stop, &mut running, &mut state)?;
     running.network = Some(network);
     state.urls = urls(&state);
@@ -449,7 +450,11 @@ fn start_prometheus(
     let config_path = run_dir.join("prometheus.yml");
     std::fs::write(
         &config_path,
-        prometheus::config(args.scrape_interval, &pods),
+        crate::alerts::local_config(
+            &prometheus::config(args.scrape_interval, &pods),
+            run_dir,
+            crate::workspace::ROLLOUT_METRICS_ADDR,
+        )?,
     )?;
     let spec = Spec {
         name: "prometheus".into(),

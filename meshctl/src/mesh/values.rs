@@ -320,6 +320,15 @@ impl<'a> Live<'a> {
             eprintln!("Istio warns: {warning}");
         }
         std::fs::write(self.inputs.run_dir.join("rendered.yaml"), &rendered.app)?;
+        // The alerting rules follow the values (a new weight, a threshold).
+        if let Some(url) = state
+            .component("prometheus")
+            .filter(|c| c.running)
+            .and_then(|c| c.url("http", ""))
+            && let Err(err) = crate::alerts::reload(&self.inputs.run_dir, &rendered.objects, &url)
+        {
+            eprintln!("warning: {err:#}");
+        }
         self.rendered = rendered;
         state.values = sets;
         state.dirty = true;
