@@ -309,6 +309,33 @@ fn every_skip_lifts_with_its_value() {
     assert_eq!(known.len(), KNOWN_SKIPS.len());
 }
 
+/// The opt-in alerts and the gate: the PrometheusRule, the rule ConfigMap
+/// and the gate's Deployment and Service pass too; in their own namespace,
+/// with digests and the NetworkPolicy on, they skip nothing either.
+#[test]
+fn alerts_and_the_gate_pass() {
+    let on = [
+        "alerts.enabled=true",
+        "alerts.configMap.enabled=true",
+        "gate.enabled=true",
+    ];
+    let mut deployments = ALL_VERSIONS.to_vec();
+    deployments.push("model-service-gate");
+    let scan = scan(None, &on);
+    assert_clean("alerts and gate", &scan, &deployments);
+    assert_eq!(ids(&scan)["CKV_K8S_43"], 4, "{:?}", scan.skips());
+    let digests = [
+        format!("modelService.image.digest=sha256:{}", "a".repeat(64)),
+        format!("gate.image.digest=sha256:{}", "b".repeat(64)),
+    ];
+    let mut sets: Vec<&str> = on.to_vec();
+    sets.extend(SECURITY_ON);
+    sets.extend(digests.iter().map(String::as_str));
+    let scan = scan(Some("sms"), &sets);
+    assert_clean("alerts and gate, all values set", &scan, &deployments);
+    assert_eq!(scan.skips(), BTreeSet::new(), "{}", scan.summary);
+}
+
 /// The scan is real: a value that weakens the pods is reported.
 #[test]
 fn a_new_finding_is_reported() {

@@ -234,7 +234,7 @@ principals (a NetworkPolicy cannot tell service accounts apart). JSON list.
 checkov (Kubernetes checks) annotations for the checks this chart does not
 meet on purpose, each with its reason; the README's "Security" section lists
 them. Only those that apply to the values given are rendered. Call with
-(dict "root" $ "namespace" <the object's namespace> "checks" (list "namespace" "digest" "networkPolicy")).
+(dict "root" $ "namespace" <the object's namespace> "checks" (list "namespace" "digest" "networkPolicy")); "gateDigest" for the gate's image.
 */}}
 {{- define "sms-checker.checkovSkips" -}}
 {{- $values := .root.Values -}}
@@ -244,6 +244,9 @@ them. Only those that apply to the values given are rendered. Call with
 {{- end -}}
 {{- if and (has "digest" .checks) (not $values.modelService.image.digest) -}}
 {{- $skips = append $skips "CKV_K8S_43=image by tag until one is pushed: set modelService.image.digest (make push prints it) to pin it" -}}
+{{- end -}}
+{{- if and (has "gateDigest" .checks) (not $values.gate.image.digest) -}}
+{{- $skips = append $skips "CKV_K8S_43=image by tag until one is pushed: set gate.image.digest (make push prints it) to pin it" -}}
 {{- end -}}
 {{- if and (has "networkPolicy" .checks) (not $values.security.networkPolicy.enabled) -}}
 {{- $skips = append $skips "CKV2_K8S_6=NetworkPolicy is opt-in (security.networkPolicy.enabled): the namespaces of in-mesh callers and Prometheus are the cluster's to name" -}}
