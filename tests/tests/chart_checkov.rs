@@ -321,9 +321,9 @@ fn alerts_and_the_gate_pass() {
     ];
     let mut deployments = ALL_VERSIONS.to_vec();
     deployments.push("model-service-gate");
-    let scan = scan(None, &on);
-    assert_clean("alerts and gate", &scan, &deployments);
-    assert_eq!(ids(&scan)["CKV_K8S_43"], 4, "{:?}", scan.skips());
+    let first = scan(None, &on);
+    assert_clean("alerts and gate", &first, &deployments);
+    assert_eq!(ids(&first)["CKV_K8S_43"], 4, "{:?}", first.skips());
     let digests = [
         format!("modelService.image.digest=sha256:{}", "a".repeat(64)),
         format!("gate.image.digest=sha256:{}", "b".repeat(64)),
@@ -331,9 +331,9 @@ fn alerts_and_the_gate_pass() {
     let mut sets: Vec<&str> = on.to_vec();
     sets.extend(SECURITY_ON);
     sets.extend(digests.iter().map(String::as_str));
-    let scan = scan(Some("sms"), &sets);
-    assert_clean("alerts and gate, all values set", &scan, &deployments);
-    assert_eq!(scan.skips(), BTreeSet::new(), "{}", scan.summary);
+    let all_set = scan(Some("sms"), &sets);
+    assert_clean("alerts and gate, all values set", &all_set, &deployments);
+    assert_eq!(all_set.skips(), BTreeSet::new(), "{}", all_set.summary);
 }
 
 /// The scan is real: a value that weakens the pods is reported.
