@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::process::Process;
+
 use crate::{free_port, tool, wait_for};
 
 pub use crate::mesh::meshctl_bin;
@@ -200,4 +201,107 @@ pub fn rollout_events(path: &Path) -> Vec<Value> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
+}
+
+/// Per-second traffic of the exporter's world.
+#[derive(Clone, Copy)]
+pub struct Traffic {
+    pub canary: u64,
+    pub stable: u64,
+    /// Percent of canary requests answered 503.
+    pub canary_error_percent: u64,
+}
+
+/// The exposition text after `ticks` tenths of a second of `traffic`.
+pub fn exposition(traffic: Traffic, ticks: u64) -> String {
+    let canary = traffic.canary * ticks / 10;
+    let stable = traffic.stable * ticks / 10;
+    let errors = canary * traffic.canary_error_percent / 100;
+    let mut text = String::from("# TYPE sms_cohort_requests_total counter\n");
+    for (cohort, class, n) in [
+        ("canary", "2xx", canary - errors),
+        ("canary", "5xx", errors),
+        ("stable", "2xx", stable),
+    ] {
+        text.push_str(&format!(
+            "sms_cohort_requests_total{{cohort=\"{cohort}\",response_class=\"{class}\"}} {n}\n"
+        ));
+    }
+    text.push_str("# TYPE sms_cohort_users_total counter\n");
+    for (cohort, n) in [("canary", canary / 4), ("stable", stable / 4)] {
+        text.push_str(&format!(
+            "sms_cohort_users_total{{cohort=\"{cohort}\",user=\"new\"}} {n}\n"
+        ));
+    }
+    text.push_str("# TYPE sms_cohort_request_duration_milliseconds histogram\n");
+    for (cohort, n) in [("canary", canary), ("stable", stable)] {
+        // 80 % within 5 ms, the rest within 10.
+        for (le, count) in [("5", n * 8 / 10), ("10", n), ("+Inf", n)] {
+            text.push_str(&format!(
+                "sms_cohort_request_duration_milliseconds_bucket{{cohort=\"{cohort}\",le=\"{le}\"}} {count}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "sms_cohort_request_duration_milliseconds_count{{cohort=\"{cohort}\"}} {n}\n"
+        ));
+    }
+    text.push_str("# TYPE sms_model_requests_total counter\n");
+    for (version, cohort, answered) in [("v2", "canary", canary - errors), ("v1", "stable", stable)]
+    {
+        let spam = answered * 13 / 100;
+        for (prediction, n) in [("spam", spam), ("ham", answered - spam)] {
+            text.push_str(&format!(
+                "sms_model_requests_total{{version=\"{version}\",cohort=\"{cohort}\",response_class=\"2xx\",prediction=\"{prediction}\",mirrored=\"false\"}} {n}\n"
+            ));
+        }
+    }
+    text
+}
+
+/// An exporter whose counters grow every 100 ms, scraped by Prometheus.
+pub struct World {
+    pub prometheus: Prometheus,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl World {
+    /// Prometheus scrapes the exporter and any `also` ports (a rollout's
+    /// own metrics).
+    pub fn start(dir: &Path, traffic: Traffic, also: &[u16]) -> World {
+        let exporter = Exporter::start(&exposition(traffic, 0));
+        let mut targets = vec![exporter.port];
+        targets.extend(also);
+        let prometheus = Prometheus::start(dir, &targets);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ticks = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    ticks += 1;
+                    exporter.serve(&exposition(traffic, ticks));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        prometheus.wait_for_value(
+            r#"count(sms_cohort_requests_total{cohort="stable"} > 0)"#,
+            1.0,
+        );
+        World {
+            prometheus,
+            stop,
+            ticker: Some(ticker),
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
 }
