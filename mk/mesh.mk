@@ -44,7 +44,7 @@ load: tools-apt ## Send users to the running local mesh (wrk; LOAD_SECONDS, LOAD
 	  -s meshctl/load/users.lua $(GATEWAY_URL)/predict
 
 rollout: meshctl ## Ramp the canary on the running local mesh, judged by the statistics (ROLLOUT_ARGS)
-	$(MESHCTL) rollout --run-dir .run $(ROLLOUT_ARGS)
+	$(MESHCTL) rollout --run-dir .run --metrics-addr $(ROLLOUT_METRICS_ADDR) $(ROLLOUT_ARGS)
 
 BENCH_TARGETS += bench-mesh
 .PHONY: bench-mesh

@@ -4,6 +4,9 @@
 REPORT_PROMETHEUS ?= http://127.0.0.1:9090
 REPORT_WINDOW ?= 1h
 REPORT_ARGS ?=
+# Where `make rollout` serves the rollout's own metrics: the local mesh's
+# Prometheus scrapes this address (meshctl::workspace::ROLLOUT_METRICS_ADDR).
+ROLLOUT_METRICS_ADDR := 127.0.0.1:9469
 
 .PHONY: report report-build
 

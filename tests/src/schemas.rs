@@ -45,6 +45,8 @@ impl CrdPin {
         let name = match self.set.as_str() {
             "istio" => "Istio",
             "gateway-api" => "Gateway API",
+            "flagger" => "Flagger",
+            "argo-rollouts" => "Argo Rollouts",
             other => other,
         };
         format!("{name} {}", self.version)
@@ -171,6 +173,33 @@ fn load_sets() -> Result<Vec<CrdSet>, ChartError> {
         )));
     }
     Ok(sets)
+}
+
+/// Flagger's and Argo Rollouts' CRDs (the `flagger` and `argo-rollouts`
+/// pins): what a cluster running both controllers serves, for the example
+/// manifests.
+pub fn controller_crd_set() -> Result<CrdSet, ChartError> {
+    let pins = crd_pins();
+    let mut files = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for pin in pins
+        .iter()
+        .filter(|p| p.set == "flagger" || p.set == "argo-rollouts")
+    {
+        files.push(pin.path()?);
+        if !labels.contains(&pin.label()) {
+            labels.push(pin.label());
+        }
+    }
+    if files.is_empty() {
+        return Err(ChartError::Crds(format!(
+            "no flagger or argo-rollouts line in {CRD_PINS_FILE}"
+        )));
+    }
+    Ok(CrdSet {
+        name: labels.join(" + "),
+        files,
+    })
 }
 
 /// Validates objects of custom resource kinds against each of `sets` with

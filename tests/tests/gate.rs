@@ -287,3 +287,134 @@ fn bad_requests_and_a_missing_prometheus_get_json_errors() {
     let (status, _) = flagger(&gate, "confirm-rollout", "x");
     assert_eq!(status, 503);
 }
+
+/// `controller-check flagger|argo`: Flagger's CallWebhook with the example
+/// Canary's webhooks, or Argo's web provider with the example
+/// AnalysisTemplate's metric, pointed at `gate`; one JSON value per line.
+fn controllers_ask(gate: &Gate, args: &[&str]) -> Vec<Value> {
+    let examples = sms_checker_tests::workspace_root().join("manifests/examples");
+    let mut command = Command::new(sms_checker_tests::tool(
+        "CONTROLLER_CHECK_BIN",
+        ".tools/controller-check/controller-check",
+    ));
+    match args {
+        ["flagger"] => command
+            .arg("flagger")
+            .arg(examples.join("flagger/canary.yaml"))
+            .arg(&gate.url),
+        ["argo", session] => command
+            .arg("argo")
+            .arg(examples.join("argo-rollouts/analysis-template.yaml"))
+            .arg(session)
+            .arg(&gate.url),
+        _ => panic!("{args:?}"),
+    };
+    let output = command
+        .output()
+        .expect("run controller-check (make controller-check)");
+    assert!(
+        output.status.success(),
+        "{}",
+        sms_checker_tests::printed(&output)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Flagger's answer per webhook type: true when its CallWebhook succeeded.
+fn flagger_answers(lines: &[Value]) -> Vec<(String, bool)> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap_or_default().to_string(),
+                l["ok"] == true,
+            )
+        })
+        .collect()
+}
+
+// The controllers' own code reads the gate as intended: Argo's web provider
+// and its condition evaluation on the example AnalysisTemplate, Flagger's
+// webhook client on the example Canary. A failing canary: inconclusive,
+// then Failed; Flagger's rollout check fails and its rollback hook fires.
+#[test]
+fn flagger_and_argo_read_a_failing_canary_as_a_roll_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let world = World::start(
+        dir.path(),
+        Traffic {
+            canary: 100,
+            stable: 1900,
+            canary_error_percent: 20,
+        },
+        &[],
+    );
+    let gate = start_gate(&world.prometheus.url);
+    let first = controllers_ask(&gate, &["argo", "rev-a"]);
+    assert_eq!(first[0]["phase"], "Inconclusive", "{first:?}");
+    let opened = flagger_answers(&controllers_ask(&gate, &["flagger"]));
+    next_interval();
+    let judged = flagger_answers(&controllers_ask(&gate, &["flagger"]));
+    let expect = |pairs: &[(&str, bool)]| -> Vec<(String, bool)> {
+        pairs.iter().map(|(t, ok)| (t.to_string(), *ok)).collect()
+    };
+    assert_eq!(
+        opened,
+        expect(&[
+            ("confirm-rollout", true),
+            ("rollout", true),
+            ("rollback", false),
+            ("confirm-promotion", false)
+        ])
+    );
+    assert_eq!(
+        judged,
+        expect(&[
+            ("confirm-rollout", true),
+            ("rollout", false),
+            ("rollback", true),
+            ("confirm-promotion", false)
+        ])
+    );
+    let measured = controllers_ask(&gate, &["argo", "rev-a"]);
+    assert_eq!(measured[0]["phase"], "Failed", "{measured:?}");
+}
+
+// A healthy canary: Argo's measurement turns Successful and Flagger's
+// confirm-promotion passes within a few intervals.
+#[test]
+fn flagger_and_argo_read_a_healthy_canary_as_a_promotion() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let world = World::start(
+        dir.path(),
+        Traffic {
+            canary: 400,
+            stable: 7600,
+            canary_error_percent: 0,
+        },
+        &[],
+    );
+    let gate = start_gate(&world.prometheus.url);
+    controllers_ask(&gate, &["argo", "rev-b"]);
+    controllers_ask(&gate, &["flagger"]);
+    let mut phases = Vec::new();
+    let mut promoted = false;
+    for _ in 0..5 {
+        next_interval();
+        let phase = controllers_ask(&gate, &["argo", "rev-b"])[0]["phase"].clone();
+        let flagger = flagger_answers(&controllers_ask(&gate, &["flagger"]));
+        promoted = flagger.contains(&("confirm-promotion".to_string(), true));
+        phases.push(phase.clone());
+        if phase == "Successful" && promoted {
+            break;
+        }
+    }
+    assert_eq!(phases.last(), Some(&json!("Successful")), "{phases:?}");
+    assert!(
+        promoted,
+        "Flagger's confirm-promotion never passed: {phases:?}"
+    );
+}

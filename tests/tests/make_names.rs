@@ -67,3 +67,13 @@ fn the_pinned_crds_are_the_ones_the_chart_tests_load() {
         workspace_root().join(".tools/bin/crd-check")
     );
 }
+
+/// Where `make rollout` serves the rollout's metrics is where the local
+/// mesh's Prometheus scrapes them.
+#[test]
+fn the_rollout_serves_its_metrics_where_the_local_prometheus_scrapes() {
+    assert_eq!(
+        make_variable("ROLLOUT_METRICS_ADDR"),
+        workspace::ROLLOUT_METRICS_ADDR
+    );
+}
