@@ -324,6 +324,26 @@ fn grafana_dashboard_compares_versions_and_cohorts() {
         "spam ratio"
     );
     assert!(has("sms_cohort_requests_total"), "gateway cohorts");
+    // The rollout's own metrics (meshctl rollout --metrics-addr): every
+    // series a panel reads is one the rollout exports.
+    let exported = meshctl::rollout::metrics::RolloutMetrics::new()
+        .expect("the rollout's metrics")
+        .names();
+    let read: Vec<&String> = exprs
+        .iter()
+        .filter(|e| e.contains("meshctl_rollout_"))
+        .collect();
+    assert!(read.len() >= 6, "rollout panels: {read:?}");
+    for expr in read {
+        let name = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|w| w.starts_with("meshctl_rollout_"))
+            .expect("a rollout series");
+        assert!(
+            exported.iter().any(|e| e == name),
+            "{name} is not a rollout metric: {exported:?}"
+        );
+    }
 
     let objects = render_valid(&[("monitoring.grafanaDashboard.namespace", "grafana")]);
     assert_eq!(

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
+use prometheus::core::Collector;
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use serde::Serialize;
 
@@ -210,6 +211,38 @@ impl RolloutMetrics {
             self.srm_p_value.set(ratio.p_value);
             self.srm_chi_square.set(ratio.chi_square);
         }
+    }
+
+    /// Every series name it exports (the dashboard's panels read them).
+    pub fn names(&self) -> Vec<String> {
+        let collectors: [&dyn Collector; 19] = [
+            &self.info,
+            &self.step,
+            &self.steps,
+            &self.weight,
+            &self.seconds_in_step,
+            &self.checks,
+            &self.outcome,
+            &self.candidate_rate,
+            &self.baseline_rate,
+            &self.difference,
+            &self.difference_lower,
+            &self.difference_upper,
+            &self.worse_e_value,
+            &self.srm_p_value,
+            &self.srm_chi_square,
+            &self.requests,
+            &self.new_users,
+            &self.started,
+            &self.last_check,
+        ];
+        let mut names: Vec<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Prometheus's text format.
