@@ -61,7 +61,7 @@ fn the_gate_is_off_by_default_and_a_deployment_and_service_when_on() {
     for flag in [
         "--canary-weight=25",
         "--max-error-increase=0.01",
-        "--listen=0.0.0.0:8090",
+        &format!("--listen=0.0.0.0:{}", meshctl::gate::PORT),
     ] {
         assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
     }

@@ -580,6 +580,23 @@ fn dockerfiles_describe_the_same_images() {
             ("ENTRYPOINT", &entrypoint),
         ])
     );
+    // meshctl's image: what meshctl::image::spec::meshctl builds.
+    use meshctl::image::spec::{MESHCTL_BINARY, MESHCTL_PORT};
+    assert_eq!(
+        runtime_stage("meshctl/Dockerfile"),
+        owned(&[
+            ("FROM", "scratch"),
+            (
+                "COPY",
+                &format!(
+                    "--from=builder /src/target/x86_64-unknown-linux-musl/release/meshctl /{MESHCTL_BINARY}"
+                )
+            ),
+            ("USER", USER),
+            ("EXPOSE", &MESHCTL_PORT.to_string()),
+            ("ENTRYPOINT", &format!("[\"/{MESHCTL_BINARY}\"]")),
+        ])
+    );
     assert_eq!(
         runtime_stage("filter/Dockerfile"),
         owned(&[

@@ -23,6 +23,10 @@ use crate::rollout::evidence::FromPrometheus;
 
 use sessions::{Policy, Sessions};
 
+/// The gate's port: its default `--listen`, the chart's `gate.port`, the
+/// port meshctl's image exposes.
+pub const PORT: u16 = 8090;
+
 #[derive(Debug, clap::Args)]
 pub struct GateArgs {
     #[command(subcommand)]
@@ -38,7 +42,7 @@ enum GateCommand {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (0.0.0.0:8090 in a pod)
-    #[arg(long, default_value = "127.0.0.1:8090")]
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub source: PrometheusArgs,

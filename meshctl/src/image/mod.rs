@@ -24,6 +24,8 @@ use push::Registry;
 /// (`filter.url`, `modelService.image.repository`).
 pub const FILTER_IMAGE: &str = "sms-checker-filter";
 pub const MODEL_SERVICE_IMAGE: &str = "model-service";
+/// The chart's `gate.image.repository` default.
+pub const MESHCTL_IMAGE: &str = "meshctl";
 
 #[derive(Args)]
 pub struct ImageArgs {
@@ -50,6 +52,10 @@ struct BuildArgs {
     /// The trained models, copied to /models in the image
     #[arg(long, default_value = workspace::MODELS_DIR)]
     models_dir: PathBuf,
+    /// meshctl built statically (x86_64-unknown-linux-musl), for the gate's
+    /// image; without it only the filter and model-service images are built
+    #[arg(long)]
+    meshctl_bin: Option<PathBuf>,
     /// Where the layouts go
     #[arg(long, default_value = workspace::IMAGES_DIR)]
     out: PathBuf,
@@ -143,10 +149,13 @@ fn build(args: &BuildArgs) -> Result<(), ImageError> {
     push::check_tag(&args.tag)?;
     let filter = spec::filter(&args.filter_wasm)?;
     let model_service = spec::model_service(&args.model_service_bin, &args.models_dir)?;
-    for (name, image) in [
+    let meshctl = args.meshctl_bin.as_deref().map(spec::meshctl).transpose()?;
+    let mut images = vec![
         (FILTER_IMAGE, &filter),
         (MODEL_SERVICE_IMAGE, &model_service),
-    ] {
+    ];
+    images.extend(meshctl.as_ref().map(|image| (MESHCTL_IMAGE, image)));
+    for (name, image) in images {
         let dir = args.out.join(name);
         let written = layout::write(&dir, &args.tag, image)?;
         println!(
@@ -194,9 +203,18 @@ fn push(args: &PushArgs) -> Result<(), ImageError> {
     push::check_tag(&args.tag)?;
     let (filter_repo, filter_digest) = push_one(args, FILTER_IMAGE)?;
     let (model_repo, model_digest) = push_one(args, MODEL_SERVICE_IMAGE)?;
+    // meshctl's image when `build` made one (`--meshctl-bin`).
+    let gate = if args.images.join(MESHCTL_IMAGE).exists() {
+        Some(push_one(args, MESHCTL_IMAGE)?)
+    } else {
+        None
+    };
     println!();
     println!("Pin them in the chart (helm upgrade --install ... with):");
-    let flags = push::chart_set_flags(&filter_repo, &filter_digest, &model_repo, &model_digest);
+    let mut flags = push::chart_set_flags(&filter_repo, &filter_digest, &model_repo, &model_digest);
+    if let Some((repo, digest)) = gate {
+        flags.extend(push::gate_set_flags(&repo, &digest));
+    }
     println!("  {}", flags.join(" \\\n  "));
     Ok(())
 }
@@ -250,10 +268,13 @@ mod tests {
         let models = tmp.join("models");
         fs::create_dir_all(&models).expect("models");
         fs::write(models.join("v1.json"), b"{}").expect("model");
+        let meshctl = tmp.join("meshctl");
+        fs::copy(&binary, &meshctl).expect("meshctl");
         let out = tmp.join("images");
         build(&BuildArgs {
             filter_wasm: wasm,
             model_service_bin: binary,
+            meshctl_bin: Some(meshctl),
             models_dir: models,
             out: out.clone(),
             tag: "t".to_string(),
@@ -291,6 +312,41 @@ mod tests {
             wasm_in_layout(&model, "t"),
             Err(ImageError::NoPluginWasm { .. })
         ));
+    }
+
+    // meshctl's image: the binary at /meshctl, run as the non-root user,
+    // exposing the gate's port; nothing else in its one layer.
+    #[test]
+    fn the_meshctl_image_runs_the_gate() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = built(tmp.path());
+        let layout = Layout::open(&out.join(MESHCTL_IMAGE)).expect("open");
+        let (_, manifest) = layout.manifest("t").expect("manifest");
+        let config: serde_json::Value =
+            serde_json::from_slice(&layout.blob(manifest.config().digest()).expect("config"))
+                .expect("config JSON");
+        let process = &config["config"];
+        assert_eq!(process["Entrypoint"], serde_json::json!(["/meshctl"]));
+        assert_eq!(process["User"], "65532:65532");
+        assert!(
+            process["ExposedPorts"].get("8090/tcp").is_some(),
+            "{process}"
+        );
+        assert_eq!(manifest.layers().len(), 1);
+        let blob = layout.blob(manifest.layers()[0].digest()).expect("layer");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()));
+        let paths: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(paths, ["meshctl"]);
     }
 
     #[test]

@@ -177,6 +177,14 @@ pub fn chart_set_flags(
     ]
 }
 
+/// The `--set` flags that pin the gate's image (meshctl's) by digest.
+pub fn gate_set_flags(repository: &str, digest: &str) -> Vec<String> {
+    vec![
+        format!("--set gate.image.repository={repository}"),
+        format!("--set gate.image.digest={digest}"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

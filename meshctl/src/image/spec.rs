@@ -1,5 +1,5 @@
-//! What goes into each image. `filter/Dockerfile` and
-//! `model-service/Dockerfile` build the same files, user, entrypoint and port;
+//! What goes into each image. `filter/Dockerfile`, `model-service/Dockerfile`
+//! and `meshctl/Dockerfile` build the same files, user, entrypoint and port;
 //! keep them in step with the constants here.
 
 use std::collections::BTreeMap;
@@ -27,6 +27,10 @@ pub const MODELS_DIR: &str = "models";
 /// distroless's `nonroot` user; numeric so it needs no `/etc/passwd`.
 pub const MODEL_SERVICE_USER: &str = "65532:65532";
 pub const MODEL_SERVICE_PORT: u16 = model_service::config::DEFAULT_PORT;
+/// meshctl's image runs the gate (`meshctl gate serve`, the chart's
+/// `gate.*`): the binary at `/meshctl`, the same user.
+pub const MESHCTL_BINARY: &str = "meshctl";
+pub const MESHCTL_PORT: u16 = crate::gate::PORT;
 
 const WASM_MAGIC: &[u8] = b"\0asm";
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -99,6 +103,37 @@ pub fn model_service(
         .entrypoint(vec![format!("/{MODEL_SERVICE_BINARY}")])
         .env(vec![format!("{}=/{MODELS_DIR}", service_env::MODELS_DIR)])
         .exposed_ports(vec![format!("{MODEL_SERVICE_PORT}/tcp")])
+        .build()
+        .map_err(spec_error)?;
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .config(process)
+        .rootfs(rootfs(&layer.diff_id)?)
+        .build()
+        .map_err(spec_error)?;
+    Ok(SingleLayerImage {
+        config,
+        layer,
+        annotations: BTreeMap::new(),
+    })
+}
+
+/// meshctl's image: the static binary at `/meshctl`, nothing else; runs as
+/// 65532:65532 and exposes the gate's port. The chart passes `gate serve`
+/// and its flags as the container's arguments.
+pub fn meshctl(binary_path: &Path) -> Result<SingleLayerImage, ImageError> {
+    let binary = read_input(
+        binary_path,
+        "meshctl binary",
+        "run `make images` (it builds the musl binary)",
+    )?;
+    check_static_elf(binary_path, &binary)?;
+    let layer = layer::build(vec![Entry::file(MESHCTL_BINARY, 0o755, binary)])?;
+    let process = ConfigBuilder::default()
+        .user(MODEL_SERVICE_USER)
+        .entrypoint(vec![format!("/{MESHCTL_BINARY}")])
+        .exposed_ports(vec![format!("{MESHCTL_PORT}/tcp")])
         .build()
         .map_err(spec_error)?;
     let config = ImageConfigurationBuilder::default()
