@@ -1,7 +1,8 @@
 //! The chart's alerts on the local mesh's Prometheus: users keep arriving;
 //! with a healthy v2 no alert fires, then v2 is faulted live (Istio aborts
 //! half of its requests at the gateway) and the canary error alert fires
-//! within the window and hold time the values give it.
+//! within the window and hold time the values give it. The rules follow a
+//! live change of values (the recorded canary weight).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +44,13 @@ fn firing(mesh: &LocalMesh) -> Vec<String> {
         .into_iter()
         .map(|(labels, _)| labels["alertname"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// The canary weight the rules recorded (the chart's value when they were loaded).
+fn recorded_weight(mesh: &LocalMesh) -> Option<f64> {
+    mesh.prometheus_query("sms_checker:canary_weight:ratio")
+        .first()
+        .map(|(_, v)| *v)
 }
 
 fn requests_in_window(mesh: &LocalMesh, cohort: &str) -> f64 {
@@ -117,10 +125,17 @@ fn the_canary_error_alert_fires_for_a_faulted_v2_and_none_for_a_healthy_one() {
                 assert!(now.is_empty(), "alerts fire on a healthy mesh: {now:?}");
                 std::thread::sleep(Duration::from_secs(1));
             }
-            // Faulted: half of v2's requests aborted with a 503.
-            mesh.set(&["versions.v2.fault.abort.percentage=50"])
-                .unwrap_or_else(|e| panic!("fault v2: {e}"));
+            assert_eq!(recorded_weight(&mesh), Some(0.5));
+            // Faulted: half of v2's requests aborted with a 503, and the
+            // canary cohort grown to 60 %: the rules follow the new values.
+            mesh.set(&[
+                "versions.v2.fault.abort.percentage=50,istio.trafficSplit.stable=40,istio.trafficSplit.canary=60",
+            ])
+            .unwrap_or_else(|e| panic!("fault v2: {e}"));
             let faulted = Instant::now();
+            wait_for("the rules reloaded", Duration::from_secs(30), || {
+                (recorded_weight(&mesh) == Some(0.6)).then_some(())
+            });
             wait_for(&format!("{ALERT} to fire"), Duration::from_secs(60), || {
                 firing(&mesh).iter().any(|a| a == ALERT).then_some(())
             });
