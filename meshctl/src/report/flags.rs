@@ -130,8 +130,8 @@ pub fn parse_time(text: &str) -> Result<f64, String> {
         })
 }
 
-/// Plain HTTP only: the client is built without TLS, and a cluster's
-/// Prometheus is reached through `kubectl port-forward`, which speaks HTTP.
+/// Plain HTTP only: a cluster's Prometheus is reached through `kubectl
+/// port-forward`, which speaks HTTP, or in the cluster (the gate).
 pub fn parse_url(text: &str) -> Result<String, String> {
     if text.starts_with("http://") {
         Ok(text.to_string())
