@@ -8,6 +8,7 @@ pub mod envoy;
 pub mod http;
 pub mod mesh;
 pub mod process;
+pub mod receiver;
 pub mod rendered;
 pub mod report;
 pub mod schemas;
